@@ -1,0 +1,536 @@
+"""DynamicGraph: the live graph store behind the engine.
+
+Node keys (strings; integer ids are normalised to their decimal string) map to dense
+ids ``1..n``. Dense id ``0`` is the *null node*: it never has edges, and the engine keeps
+its activations at zero, so padded or dead entries can point at it safely.
+
+Adjacency is held as CSR per direction: a compacted, row-sorted *base* (``int32`` columns,
+``float32`` weights, a ``bool`` alive flag) plus a small *delta* of arcs added since the
+last compaction. Removals only clear the alive flag; compaction folds the delta into the
+base (a merge, not a re-sort) once it passes ``compact_ratio`` of the base. So a batch of
+updates costs O(batch + its rows), never O(E).
+
+Semantics (also in the README):
+- a repeated ``add`` of an existing edge adds its weight to the edge (multi-edges merge,
+  ``count`` of interactions is not kept here);
+- ``remove`` deletes the edge whatever its weight; removing a missing edge is a no-op
+  that is reported in :class:`Applied` as ``missing_removes``;
+- ``directed=False`` (default) stores each edge in both directions, so in-neighbours are
+  all neighbours; a self-loop is stored once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gnn.errors import GraphError
+
+__all__ = ["DynamicGraph", "CSR", "Applied", "normalise_key"]
+
+_COL_BITS = 32
+_COL_MASK = (1 << _COL_BITS) - 1
+
+
+def normalise_key(key: str | int) -> str:
+    """The canonical string of a node id: integers become their decimal string."""
+    if isinstance(key, bool):
+        raise GraphError("a node id must be a string or an integer, not a boolean")
+    if isinstance(key, (int, np.integer)):
+        return str(int(key))
+    if isinstance(key, str):
+        return key
+    raise GraphError(f"a node id must be a string or an integer, got {type(key).__name__}")
+
+
+@dataclass(frozen=True)
+class CSR:
+    """Rows of an in-neighbour matrix: row ``i`` aggregates columns ``indices[indptr[i]:indptr[i+1]]``.
+
+    ``rows`` names the graph node of each local row (all nodes for a full matrix).
+    ``n_cols`` is the number of graph rows the column ids refer to.
+    """
+
+    indptr: np.ndarray  # int64, len n_rows + 1
+    indices: np.ndarray  # int64 column (source node) ids
+    weights: np.ndarray  # float32 edge weights
+    rows: np.ndarray  # int64 graph node of each local row
+    n_cols: int
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.indptr.shape[0] - 1)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.shape[0])
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a batch of edge operations changed, for the incremental engine."""
+
+    new_nodes: np.ndarray  # dense ids created by this batch
+    rows_changed: np.ndarray  # nodes whose in-neighbourhood (set or weights) changed
+    degree_changed: np.ndarray  # nodes whose in- or out-degree changed
+    added: int  # arcs (edges) newly created
+    reweighted: int  # existing edges whose weight grew
+    removed: int
+    missing_removes: int
+
+
+class DynamicGraph:
+    """Mutable graph with dense ids and incrementally maintained CSR adjacency."""
+
+    def __init__(self, *, directed: bool = False, compact_ratio: float = 0.05,
+                 min_compact: int = 4096) -> None:
+        if not 0 < compact_ratio <= 1:
+            raise GraphError("compact_ratio must be in (0, 1]")
+        self.directed = directed
+        self._keys: list[str] = [""]  # dense id -> key; 0 is the null node
+        self._ids: dict[str, int] = {}
+        self._in = _Adjacency(compact_ratio=compact_ratio, min_compact=min_compact, paired=not directed)
+        self._out = _Adjacency(compact_ratio=compact_ratio, min_compact=min_compact, paired=False) \
+            if directed else self._in
+        self._edges = 0
+
+    # ---- nodes -----------------------------------------------------------------
+    @property
+    def num_nodes(self) -> int:
+        """Real nodes (the null node is not counted)."""
+        return len(self._keys) - 1
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of node-indexed arrays: ``num_nodes + 1`` (row 0 is the null node)."""
+        return len(self._keys)
+
+    @property
+    def num_edges(self) -> int:
+        """Live edges (an undirected edge counts once)."""
+        return self._edges
+
+    def node_id(self, key: str | int, *, create: bool = False) -> int:
+        """Dense id of ``key``; 0 when unknown and ``create`` is false."""
+        k = normalise_key(key)
+        i = self._ids.get(k)
+        if i is None:
+            if not create:
+                return 0
+            i = len(self._keys)
+            self._ids[k] = i
+            self._keys.append(k)
+        return i
+
+    def node_ids(self, keys: list[str], *, create: bool = False) -> np.ndarray:
+        """Dense ids of already-normalised keys (vector version of :meth:`node_id`)."""
+        get = self._ids.get
+        if not create:
+            return np.fromiter((get(k, 0) for k in keys), dtype=np.int64, count=len(keys))
+        out = np.empty(len(keys), dtype=np.int64)
+        for j, k in enumerate(keys):
+            i = get(k)
+            if i is None:
+                i = len(self._keys)
+                self._ids[k] = i
+                self._keys.append(k)
+            out[j] = i
+        return out
+
+    def key(self, node: int) -> str:
+        if not 0 < node < len(self._keys):
+            raise GraphError(f"unknown dense node id {node}")
+        return self._keys[node]
+
+    def keys(self, nodes: np.ndarray) -> list[str]:
+        ks = self._keys
+        return [ks[int(i)] for i in nodes]
+
+    # ---- edges -----------------------------------------------------------------
+    def add_edges(self, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None) -> Applied:
+        """Add (or add weight to) edges ``src[i] -> dst[i]`` given as dense ids."""
+        src, dst, w = self._check(src, dst, weight)
+        first_new = self._grow()
+        a_rows, a_cols, a_w = self._arcs(src, dst, w)
+        created, grown = self._in.add(a_rows, a_cols, a_w, self.n_rows)
+        if self.directed:
+            self._out.add(a_cols, a_rows, a_w, self.n_rows)
+        self._edges += created
+        return Applied(new_nodes=np.arange(first_new, self.n_rows, dtype=np.int64),
+                       rows_changed=np.unique(a_rows), degree_changed=np.unique(np.concatenate([src, dst])),
+                       added=created, reweighted=grown, removed=0, missing_removes=0)
+
+    def remove_edges(self, src: np.ndarray, dst: np.ndarray) -> Applied:
+        """Delete edges ``src[i] -> dst[i]``; missing edges are counted, not errors."""
+        src, dst, _ = self._check(src, dst, None)
+        a_rows, a_cols, _ = self._arcs(src, dst, np.ones(len(src), np.float32))
+        removed = self._in.remove(a_rows, a_cols)
+        if self.directed:
+            self._out.remove(a_cols, a_rows)
+        self._edges -= removed
+        uniq_pairs = len(np.unique(_pair_keys(src, dst, self.directed)))
+        return Applied(new_nodes=np.zeros(0, np.int64), rows_changed=np.unique(a_rows),
+                       degree_changed=np.unique(np.concatenate([src, dst])), added=0, reweighted=0,
+                       removed=removed, missing_removes=uniq_pairs - removed)
+
+    def edge_weight(self, src: int, dst: int) -> float:
+        """Weight of ``src -> dst`` (0.0 when absent)."""
+        return self._in.weight(dst, src)
+
+    def has_edge(self, src: int, dst: int) -> bool:
+        return self._in.contains(dst, src)
+
+    # ---- neighbourhoods ------------------------------------------------------------
+    def in_neighbors(self, node: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source ids, weights) of the edges into ``node``."""
+        csr = self._in.rows(np.array([node], np.int64), self.n_rows)
+        return csr.indices, csr.weights
+
+    def out_neighbors(self, node: int) -> tuple[np.ndarray, np.ndarray]:
+        """(destination ids, weights) of the edges out of ``node``."""
+        csr = self._out.rows(np.array([node], np.int64), self.n_rows)
+        return csr.indices, csr.weights
+
+    def in_rows(self, rows: np.ndarray) -> CSR:
+        """In-neighbour CSR of the given rows (the engine's partial aggregation input)."""
+        return self._in.rows(np.asarray(rows, np.int64), self.n_rows)
+
+    def out_neighbors_of(self, nodes: np.ndarray) -> np.ndarray:
+        """Sorted unique out-neighbours of a set of nodes."""
+        if len(nodes) == 0:
+            return np.zeros(0, np.int64)
+        return np.unique(self._out.rows(np.asarray(nodes, np.int64), self.n_rows).indices)
+
+    def in_csr(self) -> CSR:
+        """Full in-neighbour CSR over all rows (compacts first; O(E))."""
+        self._in.compact(self.n_rows)
+        return self._in.rows(np.arange(self.n_rows, dtype=np.int64), self.n_rows)
+
+    def in_degree(self) -> np.ndarray:
+        """Live in-degree per row (neighbour count when undirected), length ``n_rows``."""
+        return self._in.degree(self.n_rows)
+
+    def out_degree(self) -> np.ndarray:
+        return self._out.degree(self.n_rows)
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All live arcs as (src, dst, weight); undirected graphs list each edge once (src <= dst)."""
+        full = self.in_csr()
+        dst = np.repeat(full.rows, np.diff(full.indptr))
+        src = full.indices
+        if not self.directed:
+            keep = src <= dst
+            return src[keep], dst[keep], full.weights[keep]
+        return src, dst, full.weights
+
+    def nbytes(self) -> int:
+        """Bytes held by adjacency arrays (excludes the key dictionary)."""
+        return self._in.nbytes() + (self._out.nbytes() if self.directed else 0)
+
+    # ---- helpers ---------------------------------------------------------------
+    def _check(self, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.asarray(src, dtype=np.int64)
+        dst = np.asarray(dst, dtype=np.int64)
+        if src.shape != dst.shape or src.ndim != 1:
+            raise GraphError("src and dst must be 1-d arrays of equal length")
+        w = np.ones(len(src), np.float32) if weight is None else np.asarray(weight, dtype=np.float32)
+        if w.shape != src.shape:
+            raise GraphError("weight must have the same length as src")
+        if len(src) and (min(src.min(), dst.min()) < 1 or max(src.max(), dst.max()) >= self.n_rows):
+            raise GraphError("edge endpoints must be dense ids of known nodes (1..num_nodes)")
+        if not np.isfinite(w).all():
+            raise GraphError("edge weights must be finite")
+        return src, dst, w
+
+    def _arcs(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stored arcs as (row = receiving node, col = sending node, weight)."""
+        if self.directed:
+            return dst, src, w
+        loop = src == dst
+        rows = np.concatenate([dst, src[~loop]])
+        cols = np.concatenate([src, dst[~loop]])
+        return rows, cols, np.concatenate([w, w[~loop]])
+
+    def _grow(self) -> int:
+        """Make per-row arrays cover new nodes; returns the first id not yet covered."""
+        first = self._in.n_rows_seen
+        self._in.ensure_rows(self.n_rows)
+        if self.directed:
+            self._out.ensure_rows(self.n_rows)
+        return first
+
+    def bulk_load(self, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None) -> Applied:
+        """Load many edges at once (vectorised; same semantics as :meth:`add_edges`)."""
+        return self.add_edges(src, dst, weight)
+
+
+def _pair_keys(src: np.ndarray, dst: np.ndarray, directed: bool) -> np.ndarray:
+    if directed:
+        return (src << _COL_BITS) | dst
+    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
+    return (lo << _COL_BITS) | hi
+
+
+def _edge_count(rows: np.ndarray, cols: np.ndarray) -> int:
+    """Undirected edges behind a set of arcs: every non-loop arc has a reverse twin."""
+    loops = int((rows == cols).sum())
+    return (len(rows) - loops) // 2 + loops
+
+
+class _Adjacency:
+    """Row-sorted CSR base + unsorted delta arcs for one direction."""
+
+    def __init__(self, *, compact_ratio: float, min_compact: int, paired: bool) -> None:
+        self.paired = paired  # undirected: every non-loop arc has a reverse twin
+        self.compact_ratio = compact_ratio
+        self.min_compact = min_compact
+        self.indptr = np.zeros(1, np.int64)
+        self.idx = np.zeros(0, np.int32)
+        self.w = np.zeros(0, np.float32)
+        self.alive = np.zeros(0, np.bool_)
+        self.d_key: dict[int, int] = {}  # row<<32|col -> position in delta arrays
+        self.d_row = _Grow(np.int64)
+        self.d_col = _Grow(np.int64)
+        self.d_w = _Grow(np.float32)
+        self.d_alive = _Grow(np.bool_)
+        self.deg = np.zeros(0, np.int32)
+        self.dead = 0
+        self.n_rows_seen = 1  # rows covered by ``deg`` (row 0 = null)
+        self.deg = np.zeros(1, np.int32)
+
+    # -- sizes
+    def ensure_rows(self, n_rows: int) -> None:
+        if n_rows > len(self.deg):
+            grown = np.zeros(max(n_rows, 2 * len(self.deg)), np.int32)
+            grown[: len(self.deg)] = self.deg
+            self.deg = grown
+        self.n_rows_seen = max(self.n_rows_seen, n_rows)
+
+    def degree(self, n_rows: int) -> np.ndarray:
+        self.ensure_rows(n_rows)
+        return self.deg[:n_rows]
+
+    def nbytes(self) -> int:
+        delta = len(self.d_key) * 100 + self.d_row.nbytes() + self.d_col.nbytes() + self.d_w.nbytes() \
+            + self.d_alive.nbytes()
+        return int(self.indptr.nbytes + self.idx.nbytes + self.w.nbytes + self.alive.nbytes
+                   + self.deg.nbytes + delta)
+
+    # -- lookup
+    def _base_find(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Positions of (row, col) in the base, -1 where absent (vectorised binary search)."""
+        n_base = len(self.indptr) - 1
+        inb = rows < n_base
+        lo = np.zeros(len(rows), np.int64)
+        hi = np.zeros(len(rows), np.int64)
+        lo[inb] = self.indptr[rows[inb]]
+        hi[inb] = self.indptr[rows[inb] + 1]
+        end = hi.copy()
+        idx = self.idx
+        while True:
+            active = lo < hi
+            if not active.any():
+                break
+            mid = (lo + hi) // 2
+            midc = np.where(active, mid, 0)
+            val = idx[midc] if len(idx) else np.zeros(len(midc), np.int32)
+            go_right = active & (val < cols)
+            lo = np.where(go_right, mid + 1, lo)
+            hi = np.where(active & ~go_right, mid, hi)
+        found = lo < end
+        found[found] = idx[lo[found]] == cols[found]
+        return np.where(found, lo, -1)
+
+    def weight(self, row: int, col: int) -> float:
+        pos = self._base_find(np.array([row]), np.array([col]))[0]
+        if pos >= 0 and self.alive[pos]:
+            return float(self.w[pos])
+        d = self.d_key.get((row << _COL_BITS) | col)
+        return float(self.d_w.a[d]) if d is not None else 0.0
+
+    def contains(self, row: int, col: int) -> bool:
+        pos = self._base_find(np.array([row]), np.array([col]))[0]
+        if pos >= 0 and self.alive[pos]:
+            return True
+        return ((row << _COL_BITS) | col) in self.d_key
+
+    # -- updates
+    def add(self, rows: np.ndarray, cols: np.ndarray, w: np.ndarray, n_rows: int) -> tuple[int, int]:
+        """Add arcs (duplicates merge by summing weights). Returns (edges created, edges reweighted)."""
+        self.ensure_rows(n_rows)
+        keys = (rows << _COL_BITS) | cols
+        uk, inv = np.unique(keys, return_inverse=True)
+        uw = np.bincount(inv, weights=w, minlength=len(uk)).astype(np.float32)
+        ur, uc = uk >> _COL_BITS, uk & _COL_MASK
+        pos = self._base_find(ur, uc)
+        in_base = pos >= 0
+        bpos = pos[in_base]
+        revived = ~self.alive[bpos]
+        # base arcs: revive dead ones with the new weight, add to live ones
+        self.w[bpos] = np.where(revived, 0.0, self.w[bpos]) + uw[in_base]
+        self.alive[bpos] = True
+        self.dead -= int(revived.sum())
+        created_rows = [ur[in_base][revived]]
+        created_cols = [uc[in_base][revived]]
+        grown_r = [ur[in_base][~revived]]
+        grown_c = [uc[in_base][~revived]]
+        # delta arcs
+        d_new_r: list[int] = []
+        d_new_c: list[int] = []
+        d_new_w: list[float] = []
+        get = self.d_key.get
+        start = len(self.d_row)
+        for k, r, c, ww in zip(uk[~in_base].tolist(), ur[~in_base].tolist(), uc[~in_base].tolist(),
+                               uw[~in_base].tolist()):
+            p = get(k)
+            if p is None:
+                self.d_key[k] = start + len(d_new_r)
+                d_new_r.append(r)
+                d_new_c.append(c)
+                d_new_w.append(ww)
+            else:
+                self.d_w.a[p] += ww
+                grown_r.append(np.array([r]))
+                grown_c.append(np.array([c]))
+        self.d_row.extend(d_new_r)
+        self.d_col.extend(d_new_c)
+        self.d_w.extend(d_new_w)
+        self.d_alive.extend([True] * len(d_new_r))
+        created_rows.append(np.asarray(d_new_r, np.int64))
+        created_cols.append(np.asarray(d_new_c, np.int64))
+        cr = np.concatenate(created_rows)
+        cc = np.concatenate(created_cols)
+        np.add.at(self.deg, cr, 1)
+        self._maybe_compact(n_rows)
+        return self._edges_of(cr, cc), self._edges_of(np.concatenate(grown_r), np.concatenate(grown_c))
+
+    def remove(self, rows: np.ndarray, cols: np.ndarray) -> int:
+        """Delete arcs; returns how many edges existed."""
+        keys = np.unique((rows << _COL_BITS) | cols)
+        ur, uc = keys >> _COL_BITS, keys & _COL_MASK
+        pos = self._base_find(ur, uc)
+        hit = pos >= 0
+        hit[hit] = self.alive[pos[hit]]
+        bpos = pos[hit]
+        self.alive[bpos] = False
+        self.w[bpos] = 0.0
+        self.dead += len(bpos)
+        gone_r = [ur[hit]]
+        gone_c = [uc[hit]]
+        for k, r, c in zip(keys[~hit].tolist(), ur[~hit].tolist(), uc[~hit].tolist()):
+            p = self.d_key.pop(k, None)
+            if p is not None:
+                self.d_alive.a[p] = False
+                self.d_w.a[p] = 0.0
+                gone_r.append(np.array([r]))
+                gone_c.append(np.array([c]))
+        gr = np.concatenate(gone_r).astype(np.int64)
+        gc = np.concatenate(gone_c).astype(np.int64)
+        np.subtract.at(self.deg, gr, 1)
+        return self._edges_of(gr, gc)
+
+    def _edges_of(self, rows: np.ndarray, cols: np.ndarray) -> int:
+        return _edge_count(rows, cols) if self.paired else len(rows)
+
+    # -- reads
+    def rows(self, rows: np.ndarray, n_rows: int) -> CSR:
+        """CSR of the given rows: base part (alive) then delta part, per row."""
+        n_base = len(self.indptr) - 1
+        inb = rows < n_base
+        starts = np.zeros(len(rows), np.int64)
+        lens = np.zeros(len(rows), np.int64)
+        starts[inb] = self.indptr[rows[inb]]
+        lens[inb] = self.indptr[rows[inb] + 1] - starts[inb]
+        local = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
+        offs = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+        pos = np.repeat(starts, lens) + offs
+        keep = self.alive[pos]
+        local, pos = local[keep], pos[keep]
+        cols = self.idx[pos].astype(np.int64)
+        ws = self.w[pos]
+        if len(self.d_key) and len(rows):
+            d_rows = self.d_row.view()
+            order = np.argsort(rows, kind="stable")
+            srt = rows[order]
+            at = np.searchsorted(srt, d_rows)
+            at_c = np.minimum(at, len(srt) - 1)
+            m = (srt[at_c] == d_rows) & self.d_alive.view()
+            if m.any():
+                local = np.concatenate([local, order[at_c[m]]])
+                cols = np.concatenate([cols, self.d_col.view()[m]])
+                ws = np.concatenate([ws, self.d_w.view()[m]])
+                srt_idx = np.argsort(local, kind="stable")
+                local, cols, ws = local[srt_idx], cols[srt_idx], ws[srt_idx]
+        indptr = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(np.bincount(local, minlength=len(rows)), out=indptr[1:])
+        return CSR(indptr=indptr, indices=cols, weights=ws.astype(np.float32, copy=False), rows=rows,
+                   n_cols=n_rows)
+
+    # -- compaction
+    def _maybe_compact(self, n_rows: int) -> None:
+        pending = len(self.d_row) + self.dead
+        if pending > max(self.min_compact, self.compact_ratio * len(self.idx)):
+            self.compact(n_rows)
+
+    def compact(self, n_rows: int) -> None:
+        """Fold the delta into the base and drop dead arcs (a merge of sorted keys)."""
+        self.ensure_rows(n_rows)
+        if len(self.d_row) == 0 and self.dead == 0 and len(self.indptr) - 1 == n_rows:
+            return
+        n_base = len(self.indptr) - 1
+        base_rows = np.repeat(np.arange(n_base, dtype=np.int64), np.diff(self.indptr))
+        keep = self.alive
+        bk = (base_rows[keep] << _COL_BITS) | self.idx[keep].astype(np.int64)
+        bw = self.w[keep]
+        da = self.d_alive.view()
+        dk = (self.d_row.view()[da] << _COL_BITS) | self.d_col.view()[da]
+        dw = self.d_w.view()[da]
+        o = np.argsort(dk)
+        dk, dw = dk[o], dw[o]
+        at = np.searchsorted(bk, dk)
+        keys = np.insert(bk, at, dk)
+        ws = np.insert(bw, at, dw)
+        rows = keys >> _COL_BITS
+        self.indptr = np.zeros(n_rows + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=self.indptr[1:])
+        self.idx = (keys & _COL_MASK).astype(np.int32)
+        self.w = ws.astype(np.float32)
+        self.alive = np.ones(len(keys), np.bool_)
+        self.dead = 0
+        self.d_key.clear()
+        for g in (self.d_row, self.d_col, self.d_w, self.d_alive):
+            g.clear()
+
+
+class _Grow:
+    """A growable 1-d NumPy array (amortised O(1) append)."""
+
+    def __init__(self, dtype: type) -> None:
+        self.a = np.zeros(64, dtype)
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def extend(self, values: list) -> None:
+        k = len(values)
+        if not k:
+            return
+        if self.n + k > len(self.a):
+            bigger = np.zeros(max(2 * len(self.a), self.n + k), self.a.dtype)
+            bigger[: self.n] = self.a[: self.n]
+            self.a = bigger
+        self.a[self.n: self.n + k] = values
+        self.n += k
+
+    def view(self) -> np.ndarray:
+        return self.a[: self.n]
+
+    def clear(self) -> None:
+        self.a = np.zeros(64, self.a.dtype)
+        self.n = 0
+
+    def nbytes(self) -> int:
+        return int(self.a.nbytes)

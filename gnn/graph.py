@@ -202,6 +202,11 @@ class DynamicGraph:
             return np.zeros(0, np.int64)
         return np.unique(self._out.rows(np.asarray(nodes, np.int64), self.n_rows).indices)
 
+    def out_neighbors_rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position in ``nodes``, out-neighbour id) pairs for a batch of nodes."""
+        csr = self._out.rows(np.asarray(nodes, np.int64), self.n_rows)
+        return np.repeat(np.arange(len(nodes), dtype=np.int64), np.diff(csr.indptr)), csr.indices
+
     def in_csr(self) -> CSR:
         """Full in-neighbour CSR over all rows (compacts first; O(E))."""
         self._in.compact(self.n_rows)

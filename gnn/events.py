@@ -1,0 +1,138 @@
+"""The input event contract (version 1): parse raw bytes into typed events or a reasoned error.
+
+``lepton.edges`` value (JSON object, UTF-8)::
+
+    {"src": "alice", "dst": 42, "ts": 1700000000.5, "weight": 1.0, "op": "add", "id": "e-1"}
+
+- ``src``, ``dst``: string or integer ids, 1..256 characters (integers become decimal strings);
+- ``ts``: float seconds, optional (default: the Kafka record timestamp);
+- ``weight``: finite float, default 1.0; ``op``: ``"add"`` | ``"remove"``, default ``"add"``;
+- ``id``: optional string (1..256 characters) for idempotency; ``v``: optional, must be 1.
+Unknown fields are refused (``unknown_field``) so that a typo never silently becomes a default.
+
+``lepton.nodes`` value: ``{"node": id, "features": [floats], "ts": optional}`` with exactly the
+configured feature dimension.
+
+Every failure raises :class:`EventError` with a stable ``reason`` code (see ``REASONS``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gnn.errors import EventError
+
+__all__ = ["EdgeEvent", "NodeEvent", "parse_edge", "parse_node", "REASONS", "MAX_ID_LEN", "MAX_EVENT_BYTES",
+           "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+MAX_ID_LEN = 256
+MAX_EVENT_BYTES = 64 * 1024
+REASONS = ("too_large", "not_utf8", "not_json", "not_object", "bad_version", "unknown_field", "missing_field",
+           "bad_id", "id_too_long", "bad_ts", "bad_weight", "bad_op", "bad_event_id", "bad_features")
+
+_EDGE_FIELDS = frozenset({"src", "dst", "ts", "weight", "op", "id", "v"})
+_NODE_FIELDS = frozenset({"node", "features", "ts", "v"})
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeEvent:
+    src: str
+    dst: str
+    ts: float
+    weight: float = 1.0
+    op: Literal["add", "remove"] = "add"
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    node: str
+    features: tuple[float, ...]
+    ts: float
+
+
+def parse_edge(raw: bytes, *, record_ts: float) -> EdgeEvent:
+    """Validate one ``lepton.edges`` value; ``record_ts`` (seconds) is the default ``ts``."""
+    obj = _object(raw, _EDGE_FIELDS)
+    for name in ("src", "dst"):
+        if name not in obj:
+            raise EventError("missing_field", f"field {name!r} is required")
+    op = obj.get("op", "add")
+    if op not in ("add", "remove"):
+        raise EventError("bad_op", f"op must be 'add' or 'remove', got {op!r}")
+    eid = obj.get("id")
+    if eid is not None and (not isinstance(eid, str) or not 0 < len(eid) <= MAX_ID_LEN):
+        raise EventError("bad_event_id", f"id must be a string of 1..{MAX_ID_LEN} characters")
+    return EdgeEvent(src=_node_id(obj["src"], "src"), dst=_node_id(obj["dst"], "dst"),
+                     ts=_ts(obj.get("ts"), record_ts), weight=_weight(obj.get("weight", 1.0)), op=op, id=eid)
+
+
+def parse_node(raw: bytes, *, dim: int, record_ts: float) -> NodeEvent:
+    """Validate one ``lepton.nodes`` value with a feature vector of length ``dim``."""
+    obj = _object(raw, _NODE_FIELDS)
+    if "node" not in obj or "features" not in obj:
+        raise EventError("missing_field", "fields 'node' and 'features' are required")
+    feats = obj["features"]
+    if not isinstance(feats, list) or len(feats) != dim:
+        raise EventError("bad_features", f"features must be a list of exactly {dim} numbers")
+    values = []
+    for f in feats:
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f):
+            raise EventError("bad_features", "features must be finite numbers")
+        values.append(float(f))
+    return NodeEvent(node=_node_id(obj["node"], "node"), features=tuple(values), ts=_ts(obj.get("ts"), record_ts))
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+def _object(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
+    if raw is None:
+        raise EventError("not_json", "empty record value")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventError("not_utf8", f"value is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise EventError("not_json", f"value is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise EventError("not_object", f"value must be a JSON object, got {type(obj).__name__}")
+    extra = set(obj) - allowed
+    if extra:
+        raise EventError("unknown_field", f"unknown field(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+    if obj.get("v", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise EventError("bad_version", f"schema version {obj.get('v')!r} is not supported (expected 1)")
+    return obj
+
+
+def _node_id(value: Any, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise EventError("bad_id", f"{name} must be a string or an integer, got {type(value).__name__}")
+    text = str(value)
+    if not text:
+        raise EventError("bad_id", f"{name} must not be empty")
+    if len(text) > MAX_ID_LEN:
+        raise EventError("id_too_long", f"{name} has {len(text)} characters; the limit is {MAX_ID_LEN}")
+    return text
+
+
+def _ts(value: Any, default: float) -> float:
+    if value is None:
+        return float(default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise EventError("bad_ts", f"ts must be a finite, non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def _weight(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise EventError("bad_weight", f"weight must be a finite number, got {value!r}")
+    if abs(value) > 3.4e38:
+        raise EventError("bad_weight", "weight does not fit a float32")
+    return float(value)

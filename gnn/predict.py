@@ -1,0 +1,78 @@
+"""Link scoring and top-k partner search over the engine's embeddings.
+
+The decoder here is the untrained baseline: :math:`p(u, v) = \\sigma(\\tau\\cos(h_u - \\bar h, h_v - \\bar h))`
+with a fixed temperature, :math:`\\bar h` the mean embedding (centring removes the direction
+every node shares, which otherwise makes all cosines close to 1). It ranks by embedding similarity of the live graph (so it
+reflects structure) but its probabilities are not calibrated; the trained decoder of the
+link-prediction work replaces it behind the same two calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gnn.graph import DynamicGraph
+
+__all__ = ["LinkScorer", "TopK"]
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Top-k candidates per query node: dense ids and probabilities, best first (-1 pads)."""
+
+    nodes: np.ndarray  # [q] query dense ids
+    partners: np.ndarray  # [q, k] dense ids, -1 where fewer than k candidates exist
+    probs: np.ndarray  # [q, k] float32
+
+
+class LinkScorer:
+    """Cosine-similarity decoder with exact matmul top-k (chunked)."""
+
+    def __init__(self, *, temperature: float = 5.0, chunk: int = 512, version: str = "untrained-0") -> None:
+        self.temperature = temperature
+        self.chunk = chunk
+        self.version = version
+
+    def score_pairs(self, h: torch.Tensor, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """Probability of each (src[i], dst[i]) link from embeddings ``h``."""
+        if len(src) == 0:
+            return np.zeros(0, np.float32)
+        hn = _centred(h)
+        s = torch.from_numpy(np.asarray(src, np.int64)).to(h.device)
+        d = torch.from_numpy(np.asarray(dst, np.int64)).to(h.device)
+        cos = (hn[s] * hn[d]).sum(1)
+        return torch.sigmoid(self.temperature * cos).cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def topk(self, h: torch.Tensor, graph: DynamicGraph, nodes: np.ndarray, k: int) -> TopK:
+        """For each query node, the ``k`` most likely new partners (not itself, not a current neighbour)."""
+        n = graph.n_rows
+        hn = _centred(h[:n])
+        kk = min(k, max(n - 1, 0))
+        parts, probs = [], []
+        for i in range(0, len(nodes), self.chunk):
+            q = nodes[i:i + self.chunk]
+            sim = hn[torch.from_numpy(q).to(h.device)] @ hn.T
+            sim[:, 0] = -torch.inf  # null node
+            sim[torch.arange(len(q)), torch.from_numpy(q)] = -torch.inf
+            nb = graph.out_neighbors_rows(q)
+            if nb[0].size:
+                sim[torch.from_numpy(nb[0]), torch.from_numpy(nb[1])] = -torch.inf
+            val, idx = torch.topk(sim, kk, dim=1) if kk else (sim[:, :0], sim[:, :0].long())
+            p = torch.sigmoid(self.temperature * val)
+            idx = torch.where(torch.isinf(val), torch.full_like(idx, -1), idx)
+            p = torch.where(torch.isinf(val), torch.zeros_like(p), p)
+            parts.append(idx.cpu().numpy())
+            probs.append(p.cpu().numpy().astype(np.float32))
+        if not parts:
+            return TopK(nodes=nodes, partners=np.zeros((0, kk), np.int64), probs=np.zeros((0, kk), np.float32))
+        return TopK(nodes=nodes, partners=np.concatenate(parts), probs=np.concatenate(probs))
+
+
+def _centred(h: torch.Tensor) -> torch.Tensor:
+    """Unit rows of ``h`` minus its mean row (row 0, the null node, is excluded from the mean)."""
+    mean = h[1:].mean(dim=0, keepdim=True) if h.shape[0] > 1 else torch.zeros_like(h[:1])
+    return torch.nn.functional.normalize(h - mean, dim=1)

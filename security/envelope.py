@@ -1,0 +1,94 @@
+"""Versioned AES-256-GCM envelope for messages on ``lepton.predictions`` and ``lepton.alerts``.
+
+Byte format (version 1; all integers big-endian)::
+
+    offset  size  field
+    0       1     format version = 0x01
+    1       1     schema version of the plaintext (1 for this release)
+    2       1     L = key id length (1..64)
+    3       L     key id, ASCII
+    3+L     12    nonce (random, 96 bits)
+    15+L    n     AES-256-GCM ciphertext of the plaintext (n = plaintext length)
+    15+L+n  16    GCM tag
+
+Associated data (authenticated, not sent)::
+
+    header (bytes 0 .. 3+L)
+    || u16 len(topic) || topic (UTF-8)
+    || 0x00                                     when the Kafka message key is None
+       0x01 || u32 len(key) || key             otherwise
+
+So a message replayed on another topic, under another message key or with another schema
+version fails to open (``InvalidTagError``), exactly like a wrong key or a flipped bit.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from security.errors import EnvelopeError, InvalidTagError, TruncatedError, UnknownKeyError, VersionError
+from security.keys import KeyRing
+
+__all__ = ["seal", "open_envelope", "FORMAT_VERSION", "SCHEMA_VERSION", "NONCE_BYTES", "TAG_BYTES"]
+
+FORMAT_VERSION = 1
+SCHEMA_VERSION = 1
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+
+def seal(plaintext: bytes, *, keyring: KeyRing, topic: str, key: bytes | None,
+         schema: int = SCHEMA_VERSION, nonce: bytes | None = None) -> bytes:
+    """Encrypt ``plaintext`` under the ring's active key, bound to ``topic`` and ``key``.
+
+    ``nonce`` is for test vectors only; leave it None (a fresh random nonce per message).
+    """
+    kid = keyring.active.encode("ascii")
+    header = bytes([FORMAT_VERSION, schema, len(kid)]) + kid
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    if len(nonce) != NONCE_BYTES:
+        raise EnvelopeError(f"nonce must be {NONCE_BYTES} bytes")
+    ct = AESGCM(keyring.active_key).encrypt(nonce, plaintext, _aad(header, topic, key))
+    return header + nonce + ct
+
+
+def open_envelope(data: bytes, *, keyring: KeyRing, topic: str, key: bytes | None,
+                  schema: int | None = SCHEMA_VERSION) -> bytes:
+    """Verify and decrypt an envelope; raises an :class:`EnvelopeError` subclass on any failure."""
+    if len(data) < 3:
+        raise TruncatedError(f"envelope is {len(data)} bytes; a header alone needs at least 3")
+    if data[0] != FORMAT_VERSION:
+        raise VersionError(f"envelope format version {data[0]} is not supported (this reader knows 1)")
+    if schema is not None and data[1] != schema:
+        raise VersionError(f"plaintext schema version {data[1]} is not the expected {schema}")
+    kid_len = data[2]
+    if not 1 <= kid_len <= 64:
+        raise EnvelopeError(f"key id length {kid_len} is outside 1..64")
+    body = 3 + kid_len
+    if len(data) < body + NONCE_BYTES + TAG_BYTES:
+        raise TruncatedError(f"envelope is {len(data)} bytes; header, nonce and tag need {body + NONCE_BYTES + TAG_BYTES}")
+    try:
+        kid = data[3:body].decode("ascii")
+    except UnicodeDecodeError:
+        raise EnvelopeError("key id is not ASCII") from None
+    secret = keyring.key(kid)
+    if secret is None:
+        raise UnknownKeyError(f"envelope sealed with key id {kid!r}, which this key ring does not hold "
+                              f"(known: {keyring.ids})")
+    nonce = data[body:body + NONCE_BYTES]
+    try:
+        return AESGCM(secret).decrypt(nonce, data[body + NONCE_BYTES:], _aad(data[:body], topic, key))
+    except InvalidTag:
+        raise InvalidTagError("authentication failed: tampered bytes, or wrong topic, message key or key") from None
+
+
+def _aad(header: bytes, topic: str, key: bytes | None) -> bytes:
+    t = topic.encode("utf-8")
+    aad = header + struct.pack(">H", len(t)) + t
+    if key is None:
+        return aad + b"\x00"
+    return aad + b"\x01" + struct.pack(">I", len(key)) + key

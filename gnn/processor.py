@@ -122,12 +122,10 @@ class Processor:
         events, stamps, dups = self._dedupe(batch, produced_ms)
         g = self.graph
         adds = [i for i, e in enumerate(events) if e.op == "add"]
-        src = g.node_ids([e.src for e in events], create=False)
-        dst = g.node_ids([e.dst for e in events], create=False)
-        if adds:  # adds create their endpoints
-            a = np.asarray(adds)
-            src[a] = g.node_ids([events[i].src for i in adds], create=True)
-            dst[a] = g.node_ids([events[i].dst for i in adds], create=True)
+        g.node_ids([k for i in adds for k in (events[i].src, events[i].dst)], create=True)  # adds create nodes
+        # looked up after creation: a remove may follow the add that created its nodes in this batch
+        src = g.node_ids([e.src for e in events])
+        dst = g.node_ids([e.dst for e in events])
         t1 = time.perf_counter()
         self.engine.update([])  # embed new nodes before scoring their edges
         h = self.engine.embeddings

@@ -1,0 +1,125 @@
+"""Edge files: SNAP whitespace, CSV with a header, JSON lines, Parquet -> one columnar table.
+
+Columns of the result: ``src``, ``dst`` (node ids as read: integers or strings), ``ts``
+(float seconds; the row number where the file has none), ``weight`` (float, default 1.0),
+``op`` (``add``/``remove``, default ``add``). Rows keep file order, stably sorted by ``ts``
+(timestamps repeat; file order breaks ties).
+
+Column names are matched case-insensitively with aliases: ``src|source|from|u``,
+``dst|target|to|v``, ``ts|time|timestamp|t``, ``weight|w|rating``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from gnn.errors import DatasetError
+from gnn.graph import DynamicGraph
+
+__all__ = ["read_edges", "bulk_load", "Format"]
+
+Format = Literal["auto", "snap", "csv", "jsonl", "parquet"]
+_ALIASES = {"src": ("src", "source", "from", "u", "sender"), "dst": ("dst", "target", "to", "v", "receiver"),
+            "ts": ("ts", "time", "timestamp", "t", "unix_ts"), "weight": ("weight", "w", "rating"),
+            "op": ("op",), "label": ("label",)}
+
+
+def read_edges(path: str | Path, fmt: Format = "auto", *, limit: int | None = None) -> pd.DataFrame:
+    """Read an edge file into the columnar table described above."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"edge file {p} does not exist")
+    kind = _detect(p) if fmt == "auto" else fmt
+    if kind == "snap":
+        df = _read_snap(p, limit)
+    elif kind == "csv":
+        df = _normalise(pd.read_csv(p, nrows=limit, engine="c"), p)
+    elif kind == "jsonl":
+        df = _normalise(pd.read_json(p, lines=True, nrows=limit, dtype=False), p)
+    elif kind == "parquet":
+        df = _normalise(pd.read_parquet(p), p)
+        if limit is not None:
+            df = df.iloc[:limit]
+    else:
+        raise DatasetError(f"unknown edge file format {fmt!r}; use snap, csv, jsonl or parquet")
+    return df.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def bulk_load(graph: DynamicGraph, table: pd.DataFrame) -> int:
+    """Insert every ``add`` row of ``table`` into ``graph`` at once; returns the edges created."""
+    adds = table[table["op"] == "add"] if "op" in table else table
+    both = pd.concat([adds["src"], adds["dst"]], ignore_index=True)
+    codes, uniques = pd.factorize(both, sort=False)
+    ids = graph.node_ids([str(u) for u in uniques], create=True)
+    dense = ids[codes]
+    n = len(adds)
+    return graph.add_edges(dense[:n], dense[n:], adds["weight"].to_numpy(np.float32)).added
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _detect(p: Path) -> str:
+    name = p.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    with p.open("r", errors="replace") as f:
+        first = next((ln for ln in f if ln.strip() and not ln.startswith(("#", "%"))), "")
+    if first.lstrip().startswith("{"):
+        return "jsonl"
+    return "csv" if "," in first else "snap"
+
+
+def _read_snap(p: Path, limit: int | None) -> pd.DataFrame:
+    df = pd.read_csv(p, sep=r"\s+", header=None, comment="#", nrows=limit, engine="c", dtype=str)
+    if len(df) and not _numeric(df.iloc[0, 0]) and not _numeric(df.iloc[0, 1]):
+        df = df.iloc[1:]  # a header line such as "src dst time"
+    if df.shape[1] < 2:
+        raise DatasetError(f"{p}: a SNAP edge list needs at least two columns (src dst [ts [weight]])")
+    out = pd.DataFrame({"src": _ids(df.iloc[:, 0]), "dst": _ids(df.iloc[:, 1])})
+    out["ts"] = pd.to_numeric(df.iloc[:, 2]).astype(np.float64).to_numpy() if df.shape[1] > 2 \
+        else np.arange(len(df), dtype=np.float64)
+    out["weight"] = pd.to_numeric(df.iloc[:, 3]).astype(np.float64).to_numpy() if df.shape[1] > 3 else 1.0
+    out["op"] = "add"
+    return out
+
+
+def _normalise(df: pd.DataFrame, p: Path) -> pd.DataFrame:
+    cols = {c.lower().strip(): c for c in df.columns}
+    found = {}
+    for want, names in _ALIASES.items():
+        hit = next((cols[n] for n in names if n in cols), None)
+        if hit is not None:
+            found[want] = hit
+    if "src" not in found or "dst" not in found:
+        raise DatasetError(f"{p}: need src and dst columns (aliases {_ALIASES['src']} / {_ALIASES['dst']}); "
+                           f"found {list(df.columns)}")
+    out = pd.DataFrame({"src": df[found["src"]].to_numpy(), "dst": df[found["dst"]].to_numpy()})
+    out["ts"] = pd.to_numeric(df[found["ts"]]).astype(np.float64).to_numpy() if "ts" in found \
+        else np.arange(len(df), dtype=np.float64)
+    out["weight"] = pd.to_numeric(df[found["weight"]]).astype(np.float64).to_numpy() if "weight" in found else 1.0
+    out["op"] = df[found["op"]].fillna("add").to_numpy() if "op" in found else "add"
+    if "label" in found:
+        out["label"] = df[found["label"]].to_numpy()
+    if out["src"].isna().any() or out["dst"].isna().any():
+        raise DatasetError(f"{p}: src/dst must not be empty")
+    return out
+
+
+def _ids(col: pd.Series) -> np.ndarray:
+    as_num = pd.to_numeric(col, errors="coerce")
+    if as_num.notna().all() and (as_num % 1 == 0).all():
+        return as_num.astype(np.int64).to_numpy()
+    return col.astype(str).to_numpy()
+
+
+def _numeric(v: object) -> bool:
+    try:
+        float(str(v))
+        return True
+    except ValueError:
+        return False

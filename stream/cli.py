@@ -1,0 +1,195 @@
+"""``lepton``: the command line. Every command has ``--help``; flags override ``LEPTON_*`` settings."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from stream.settings import Settings, load_settings
+
+__all__ = ["main", "app"]
+
+app = typer.Typer(help="lepton-stream: streaming graph analytics over Kafka.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+keys_app = typer.Typer(help="Manage the AES-256 key ring used to seal predictions and alerts.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console(stderr=True)
+
+
+def _settings(**flags: object) -> Settings:
+    try:
+        return load_settings(**flags)
+    except Exception as exc:  # pydantic ValidationError: show it plainly
+        console.print(f"[red]invalid settings:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(bootstrap: Optional[str] = typer.Option(None, help="Kafka bootstrap servers (default: embedded broker)"),
+        max_batch: Optional[int] = typer.Option(None, help="largest micro-batch"),
+        batch_window: Optional[float] = typer.Option(None, help="seconds to wait for a batch to fill"),
+        device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+        backend: Optional[str] = typer.Option(None, help="kernel backend: auto | dgl | torch"),
+        top_k: Optional[int] = typer.Option(None, help="predictions per touched node"),
+        web_port: Optional[int] = typer.Option(None, help="port of /metrics, /healthz, /readyz"),
+        state_dir: Optional[Path] = typer.Option(None, help="state directory (logs, keys)"),
+        log_level: Optional[str] = typer.Option(None, help="debug | info | warn | error")) -> None:
+    """Run the worker: consume lepton.edges, publish predictions, alerts and dead letters."""
+    from stream.worker import run_worker  # noqa: PLC0415
+
+    run_worker(_settings(bootstrap=bootstrap, max_batch=max_batch, batch_window=batch_window, device=device,
+                         backend=backend, top_k=top_k, web_port=web_port, state_dir=state_dir, log_level=log_level))
+
+
+@app.command()
+def demo(events: int = typer.Option(6000, help="synthetic events to publish"),
+         rate: float = typer.Option(1500.0, help="offered rate, events/s (0 = unthrottled)"),
+         malformed: int = typer.Option(10, help="malformed events injected on purpose"),
+         seed: int = typer.Option(0, help="seed of the synthetic stream"),
+         summary_json: Optional[Path] = typer.Option(None, help="write the summary here as JSON"),
+         state_dir: Optional[Path] = typer.Option(None, help="state directory")) -> None:
+    """Embedded broker + worker + synthetic producer + decrypting subscriber, with a summary."""
+    from stream.demo import run_demo  # noqa: PLC0415
+
+    s = _settings(state_dir=state_dir)
+    summary = run_demo(s, events=events, rate=rate or None, malformed=malformed, seed=seed,
+                       summary_json=summary_json, console=Console())
+    ok = (summary["predictions_out"] > 0 and summary["alerts_out"] > 0
+          and summary["decrypted_ok"] == summary["predictions_out"] and summary["deadlettered"] == malformed)
+    if not ok:
+        console.print("[red]demo finished but the summary is not what it should be (see above)[/]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def broker(port: Optional[int] = typer.Option(None, help="TCP port (default: a free one)"),
+           state_dir: Optional[Path] = typer.Option(None, help="where the broker log goes")) -> None:
+    """Run the embedded Tansu broker standalone and print its bootstrap address."""
+    from stream.broker import EmbeddedBroker  # noqa: PLC0415
+
+    s = _settings(state_dir=state_dir)
+    b = EmbeddedBroker(port=port, log_dir=s.state_dir / "logs").start()
+    print(b.bootstrap, flush=True)
+    console.print(f"embedded broker running at {b.bootstrap} (log: {b.log_path}); Ctrl-C to stop")
+    try:
+        while b.process is not None and b.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.stop()
+
+
+@app.command()
+def produce(path: Optional[Path] = typer.Argument(None, help="edge file: SNAP, CSV, JSON lines or Parquet"),
+            synthetic: int = typer.Option(0, help="publish N synthetic events instead of a file"),
+            rate: float = typer.Option(0.0, help="events/s (0 = as fast as possible)"),
+            limit: Optional[int] = typer.Option(None, help="at most this many rows of the file"),
+            malformed: int = typer.Option(0, help="inject this many malformed events"),
+            seed: int = typer.Option(0),
+            bootstrap: Optional[str] = typer.Option(None, help="Kafka bootstrap servers")) -> None:
+    """Replay an edge file (or the synthetic generator) into lepton.edges at a given rate."""
+    from gnn.synthetic import SyntheticConfig  # noqa: PLC0415
+    from stream.kafka import ensure_topics  # noqa: PLC0415
+    from stream.producer import file_events, produce as do_produce, synthetic_events  # noqa: PLC0415
+
+    s = _settings(bootstrap=bootstrap)
+    if s.bootstrap is None:
+        console.print("[red]set --bootstrap or LEPTON_BOOTSTRAP (see `lepton broker`)[/]")
+        raise typer.Exit(2)
+    if (path is None) == (synthetic == 0):
+        console.print("[red]give exactly one of PATH or --synthetic N[/]")
+        raise typer.Exit(2)
+    ensure_topics(s, s.bootstrap)
+    items = synthetic_events(SyntheticConfig(events=synthetic, seed=seed)) if synthetic \
+        else file_events(path, limit=limit)  # type: ignore[arg-type]
+    stats = do_produce(s, s.bootstrap, items, rate=rate or None, inject_malformed=malformed, seed=seed)
+    console.print(f"sent {stats.sent} events in {stats.seconds:.2f}s ({stats.sent / max(stats.seconds, 1e-9):.0f}/s)")
+
+
+@app.command()
+def subscribe(topic: str = typer.Option("predictions", help="predictions | alerts | deadletter | all"),
+              decrypt: bool = typer.Option(True, help="open envelopes with LEPTON_KEYS / the key file"),
+              max_records: int = typer.Option(0, help="stop after this many records (0 = never)"),
+              idle_timeout: Optional[float] = typer.Option(None, help="stop after this many idle seconds"),
+              bootstrap: Optional[str] = typer.Option(None)) -> None:
+    """Print decrypted predictions / alerts (or dead letters) as JSON lines; bad records are counted."""
+    from security.keys import KeyRing  # noqa: PLC0415
+    from stream.subscriber import subscribe as do_subscribe  # noqa: PLC0415
+
+    s = _settings(bootstrap=bootstrap)
+    if s.bootstrap is None:
+        console.print("[red]set --bootstrap or LEPTON_BOOTSTRAP[/]")
+        raise typer.Exit(2)
+    names = {"predictions": s.topic_predictions, "alerts": s.topic_alerts, "deadletter": s.topic_deadletter}
+    topics = list(names.values()) if topic == "all" else [names[topic]]
+    ring = None
+    if decrypt:
+        ring = KeyRing.from_env(s.keys.get_secret_value() if s.keys else None, file=s.key_file or s.state_dir / "keys")
+    count = [0]
+
+    def emit(t: str, obj: dict) -> None:
+        count[0] += 1
+        sys.stdout.write(json.dumps({"topic": t, **obj}) + "\n")
+        sys.stdout.flush()
+
+    stats = do_subscribe(s, s.bootstrap, ring, topics=topics, on_record=emit, idle_timeout=idle_timeout,
+                         stop=lambda _: bool(max_records) and count[0] >= max_records)
+    console.print(f"received {dict(stats.received)}; opened {dict(stats.opened)}; skipped {dict(stats.failed)}")
+
+
+@keys_app.command("generate")
+def keys_generate(file: Path = typer.Option(Path(".lepton/keys"), help="key file to create (mode 600)"),
+                  kid: Optional[str] = typer.Option(None, help="key id (default: random)"),
+                  force: bool = typer.Option(False, help="overwrite an existing file")) -> None:
+    """Create a key file with one fresh AES-256 key."""
+    from security.keys import KeyRing  # noqa: PLC0415
+
+    if file.exists() and not force:
+        console.print(f"[red]{file} exists; use `lepton keys rotate` or --force[/]")
+        raise typer.Exit(2)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    ring = KeyRing.generate(kid)
+    ring.write(file)
+    console.print(f"wrote {file} (mode 600) with active key id {ring.active!r}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(file: Path = typer.Option(Path(".lepton/keys")), kid: Optional[str] = typer.Option(None)) -> None:
+    """Add a fresh key and make it active; old keys stay so old messages still open."""
+    from security.keys import KeyRing  # noqa: PLC0415
+
+    ring = KeyRing.from_file(file).rotated(kid)
+    ring.write(file)
+    console.print(f"{file}: active key is now {ring.active!r}; {len(ring.ids)} keys kept")
+
+
+@keys_app.command("list")
+def keys_list(file: Path = typer.Option(Path(".lepton/keys"))) -> None:
+    """List key ids (never key material); the active one is marked."""
+    from security.keys import KeyRing  # noqa: PLC0415
+
+    ring = KeyRing.from_file(file)
+    for k in ring.ids:
+        print(f"{k}{'  (active)' if k == ring.active else ''}")
+
+
+def main() -> None:
+    from security.errors import SecurityError  # noqa: PLC0415
+    from gnn.errors import GnnError  # noqa: PLC0415
+
+    try:
+        app()
+    except (SecurityError, GnnError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""A tiny Prometheus text-format registry (counters, gauges, histograms) for the worker."""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+
+__all__ = ["Metrics", "parse_prometheus"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Counters and gauges keyed by (name, labels); histograms with fixed buckets."""
+
+    def __init__(self, prefix: str = "lepton") -> None:
+        self.prefix = prefix
+        self.counters: dict[tuple[str, tuple], float] = defaultdict(float)
+        self.gauges: dict[tuple[str, tuple], float] = {}
+        self.hists: dict[str, list] = {}
+        self.help: dict[str, str] = {}
+
+    def inc(self, name: str, value: float = 1.0, help: str = "", **labels: str) -> None:  # noqa: A002
+        self.counters[(name, tuple(sorted(labels.items())))] += value
+        self.help.setdefault(name, help)
+
+    def set(self, name: str, value: float, help: str = "", **labels: str) -> None:  # noqa: A002
+        self.gauges[(name, tuple(sorted(labels.items())))] = value
+        self.help.setdefault(name, help)
+
+    def observe(self, name: str, value: float, help: str = "") -> None:  # noqa: A002
+        h = self.hists.setdefault(name, [[0] * (len(_LATENCY_BUCKETS) + 1), 0.0, 0])
+        h[0][bisect.bisect_left(_LATENCY_BUCKETS, value)] += 1
+        h[1] += value
+        h[2] += 1
+        self.help.setdefault(name, help)
+
+    def counter(self, name: str, **labels: str) -> float:
+        return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def render(self) -> str:
+        """Prometheus exposition format 0.0.4."""
+        lines: list[str] = []
+        p = self.prefix
+        for kind, store in (("counter", self.counters), ("gauge", self.gauges)):
+            names = sorted({k[0] for k in store})
+            for name in names:
+                lines.append(f"# HELP {p}_{name} {self.help.get(name, '')}".rstrip())
+                lines.append(f"# TYPE {p}_{name} {kind}")
+                for (n, labels), v in sorted(store.items()):
+                    if n == name:
+                        lines.append(f"{p}_{name}{_labels(labels)} {v:g}")
+        for name, (buckets, total, count) in sorted(self.hists.items()):
+            lines.append(f"# HELP {p}_{name} {self.help.get(name, '')}".rstrip())
+            lines.append(f"# TYPE {p}_{name} histogram")
+            acc = 0
+            for le, c in zip((*_LATENCY_BUCKETS, "+Inf"), buckets):
+                acc += c
+                lines.append(f'{p}_{name}_bucket{{le="{le}"}} {acc}')
+            lines.append(f"{p}_{name}_sum {total:g}")
+            lines.append(f"{p}_{name}_count {count}")
+        return "\n".join(lines) + "\n"
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """``{'name{labels}': value}`` from exposition text (for the demo and tests)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def _labels(labels: tuple) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}"

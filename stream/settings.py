@@ -1,0 +1,111 @@
+"""One typed settings object for the whole service (env ``LEPTON_*``; CLI flags override).
+
+Every field is documented in the README's configuration table; ``lepton run --help`` shows
+the flags that override them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gnn.processor import ProcessorConfig
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Service configuration. Secrets are ``SecretStr`` and never printed."""
+
+    model_config = SettingsConfigDict(env_prefix="LEPTON_", frozen=True, extra="forbid")
+
+    # broker and topics
+    bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset = start the embedded broker")
+    app_id: str = Field("lepton", description="consumer group / Faust application id")
+    topic_edges: str = "lepton.edges"
+    topic_nodes: str = "lepton.nodes"
+    topic_predictions: str = "lepton.predictions"
+    topic_alerts: str = "lepton.alerts"
+    topic_deadletter: str = "lepton.deadletter"
+    edges_partitions: int = Field(4, ge=1)
+    output_partitions: int = Field(4, ge=1)
+    replication: int = Field(1, ge=1)
+    # consumer-group timing: Faust/aiokafka defaults made the first join take ~23 s on Tansu
+    session_timeout: float = Field(6.0, gt=0)
+    heartbeat_interval: float = Field(1.0, gt=0)
+    rebalance_timeout: float = Field(3.0, gt=0)
+    fetch_max_wait_ms: int = Field(50, ge=1, description="longest a fetch waits for data (Faust's own is 1500)")
+
+    # micro-batching
+    max_batch: int = Field(500, ge=1)
+    batch_window: float = Field(0.2, gt=0, description="seconds to wait for a batch to fill")
+
+    # engine and model
+    directed: bool = False
+    hidden: int = Field(64, ge=1)
+    embedding_dim: int = Field(64, ge=1)
+    layers: int = Field(2, ge=1)
+    aggregator: Literal["sum", "mean", "wmean"] = "mean"
+    hashed_dim: int = Field(16, ge=0)
+    feature_dim: int = Field(0, ge=0, description="dimension of lepton.nodes features (0 = not used)")
+    backend: Literal["auto", "dgl", "torch"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    prune_eps: float | None = None
+    top_k: int = Field(10, ge=1)
+    alert_rate: float = Field(0.002, gt=0, lt=1)
+    tick_seconds: float = Field(60.0, gt=0)
+    seed: int = 0
+
+    # security
+    keys: SecretStr | None = Field(None, description="kid:base64key[,kid:base64key...]; last is active")
+    key_file: Path | None = None
+    encrypt_alerts: bool = True
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    # process
+    state_dir: Path = Path(".lepton")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warn", "error"] = "warn"
+
+    @field_validator("edges_partitions", "output_partitions")
+    @classmethod
+    def _sane_partitions(cls, v: int) -> int:
+        if v > 1024:
+            raise ValueError("more than 1024 partitions per topic is almost certainly a mistake")
+        return v
+
+    def resolved_device(self) -> str:
+        """``auto`` means CUDA when torch sees a GPU, else CPU."""
+        if self.device != "auto":
+            return self.device
+        import torch  # noqa: PLC0415 - heavy import only when needed
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def processor_config(self) -> ProcessorConfig:
+        return ProcessorConfig(directed=self.directed, hashed_dim=self.hashed_dim, feature_dim=self.feature_dim,
+                               hidden=self.hidden, out=self.embedding_dim, layers=self.layers,
+                               aggregator=self.aggregator, backend=self.backend, device=self.resolved_device(),
+                               prune_eps=self.prune_eps, top_k=self.top_k, alert_rate=self.alert_rate,
+                               tick_seconds=self.tick_seconds, seed=self.seed)
+
+    def topics(self) -> dict[str, int]:
+        """Every topic the service uses, with its partition count."""
+        return {self.topic_edges: self.edges_partitions, self.topic_nodes: self.edges_partitions,
+                self.topic_predictions: self.output_partitions, self.topic_alerts: self.output_partitions,
+                self.topic_deadletter: 1}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with non-None ``overrides`` (CLI flags) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

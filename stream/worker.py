@@ -1,0 +1,239 @@
+"""The Faust worker: consume ``lepton.edges`` in micro-batches, call the core, publish outputs.
+
+The agent body stays short — decode → process → seal → send → (offsets acked by Faust).
+:class:`Pipeline` holds the byte-level work so it is testable without Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from gnn.errors import EventError
+from gnn.events import EdgeEvent, parse_edge, parse_node
+from gnn.processor import Processor
+from security.envelope import seal
+from security.keys import KeyRing
+from stream.metrics import Metrics
+from stream.outputs import alert_record, deadletter_record, prediction_record
+from stream.settings import Settings
+
+__all__ = ["Pipeline", "Record", "build_app", "load_keyring", "run_worker"]
+
+log = logging.getLogger("lepton.worker")
+
+Send = Callable[[str, bytes | None, bytes], Awaitable[Any]]  # (topic, key, value) -> awaitable ack
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka record, reduced to what the pipeline needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float  # seconds (record CreateTime)
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Pipeline:
+    """Byte-level batch handling around :class:`Processor`; ``send`` returns an awaitable ack."""
+
+    settings: Settings
+    processor: Processor
+    keyring: KeyRing
+    send: Send
+    metrics: Metrics = field(default_factory=Metrics)
+    batches: int = 0
+
+    async def handle_edges(self, records: list[Record]) -> None:
+        """Validate, process and publish one micro-batch; returns once every send is acknowledged."""
+        s = self.settings
+        t0 = time.perf_counter()
+        now = time.time()
+        valid: list[EdgeEvent] = []
+        stamps: list[int] = []
+        acks: list[Awaitable[Any]] = []
+        for r in records:
+            try:
+                valid.append(parse_edge(r.value, record_ts=r.timestamp))  # type: ignore[arg-type]
+                stamps.append(int(r.timestamp * 1000))
+            except EventError as err:
+                acks.append(self._deadletter(r, err, now))
+        t1 = time.perf_counter()
+        result = self.processor.process(valid, now=now, produced_ms=stamps)
+        t2 = time.perf_counter()
+        self.batches += 1
+        version = self.processor.model_version
+        for pred in result.predictions:
+            key = pred.node.encode()
+            plain = prediction_record(pred, model_version=version, batch=self.batches, now=time.time())
+            acks.append(self.send(s.topic_predictions, key,
+                                  seal(plain, keyring=self.keyring, topic=s.topic_predictions, key=key)))
+        for alert in result.alerts:
+            key = alert.id.encode()
+            plain = alert_record(alert)
+            value = seal(plain, keyring=self.keyring, topic=s.topic_alerts, key=key) if s.encrypt_alerts else plain
+            acks.append(self.send(s.topic_alerts, key, value))
+        t3 = time.perf_counter()
+        await asyncio.gather(*acks)
+        done = time.time()
+        m = self.metrics
+        m.inc("events_total", result.applied, help="input events by outcome", outcome="applied")
+        m.inc("events_total", result.duplicates, outcome="duplicate")
+        m.inc("events_total", len(records) - len(valid), outcome="deadlettered")
+        m.inc("removes_missing_total", result.missing_removes, help="removes of edges that did not exist")
+        m.inc("batches_total", help="micro-batches processed")
+        m.inc("predictions_total", len(result.predictions), help="prediction messages published")
+        m.inc("alerts_total", len(result.alerts), help="alert messages published")
+        m.inc("rows_reembedded_total", result.update.rows_recomputed, help="embedding rows recomputed")
+        m.set("graph_nodes", self.processor.graph.num_nodes, help="nodes in the live graph")
+        m.set("graph_edges", self.processor.graph.num_edges, help="edges in the live graph")
+        m.set("batch_size", len(records), help="size of the last micro-batch")
+        m.set("model_info", 1, help="model version in use", version=version)
+        m.observe("batch_latency_seconds", done - now, help="batch received -> outputs acknowledged")
+        if records:
+            m.observe("receive_delay_seconds", now - records[-1].timestamp,
+                      help="newest record of a batch: produced -> received by the worker")
+        for ts_ms in stamps:
+            m.observe("event_latency_seconds", done - ts_ms / 1000.0, help="event produced -> outputs acknowledged")
+        for stage, secs in {"decode": t1 - t0, "process": t2 - t1, "seal": t3 - t2, "produce": done - now - (t3 - t0)}.items():
+            m.inc("stage_seconds_total", secs, help="time spent per pipeline stage", stage=stage)
+        for stage, secs in result.timings.items():
+            m.inc("stage_seconds_total", secs, stage=stage)
+
+    async def handle_nodes(self, records: list[Record]) -> None:
+        """Apply ``lepton.nodes`` feature updates; malformed ones go to the dead-letter topic."""
+        events, acks = [], []
+        now = time.time()
+        for r in records:
+            try:
+                events.append(parse_node(r.value, dim=self.settings.feature_dim, record_ts=r.timestamp))  # type: ignore[arg-type]
+            except EventError as err:
+                acks.append(self._deadletter(r, err, now))
+        self.processor.set_node_features(events)
+        await asyncio.gather(*acks)
+        self.metrics.inc("node_events_total", len(events), help="node feature events applied")
+        self.metrics.inc("events_total", len(acks), outcome="deadlettered")
+
+    def _deadletter(self, r: Record, err: EventError, now: float) -> Awaitable[Any]:
+        log.info("dead-letter %s[%d]@%d: %s", r.topic, r.partition, r.offset, err)
+        value = deadletter_record(reason=err.reason, detail=err.detail, topic=r.topic, partition=r.partition,
+                                  offset=r.offset, original=r.value, now=now)
+        return self.send(self.settings.topic_deadletter, r.key, value)
+
+
+def load_keyring(settings: Settings) -> tuple[KeyRing, str]:
+    """Keys from ``LEPTON_KEYS``, else the key file (created, mode 600, when missing)."""
+    if settings.keys is not None:
+        return KeyRing.parse(settings.keys.get_secret_value()), "LEPTON_KEYS"
+    path = settings.key_file or settings.state_dir / "keys"
+    if not Path(path).exists():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        KeyRing.generate().write(path)
+        return KeyRing.from_file(path), f"{path} (new key generated)"
+    return KeyRing.from_file(path), str(path)
+
+
+def build_app(settings: Settings, bootstrap: str, pipeline: Pipeline) -> Any:
+    """The Faust application: two agents, the web pages, tuned consumer-group timing."""
+    import faust  # noqa: PLC0415 - keep faust out of the core's import graph
+
+    from stream.kafka import faust_credentials  # noqa: PLC0415
+    from stream.transport import SCHEME, set_fetch_max_wait_ms  # noqa: PLC0415
+
+    s = settings
+    set_fetch_max_wait_ms(s.fetch_max_wait_ms)
+    app = faust.App(
+        s.app_id, broker=f"{SCHEME}://{bootstrap}", store="memory://", datadir=str(s.state_dir / "faust"),
+        web_enabled=True, web_bind=s.web_host, web_port=s.web_port, web_host=s.web_host,
+        topic_replication_factor=s.replication, topic_partitions=s.edges_partitions, topic_disable_leader=True,
+        topic_allow_declare=False, consumer_auto_offset_reset="earliest", broker_credentials=faust_credentials(s),
+        broker_session_timeout=s.session_timeout, broker_heartbeat_interval=s.heartbeat_interval,
+        broker_rebalance_timeout=s.rebalance_timeout, producer_acks=-1, stream_wait_empty=False,
+    )
+    state = {"ready": False}
+    out_topics = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
+                  for name in (s.topic_predictions, s.topic_alerts, s.topic_deadletter)}
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+        fut = await out_topics[topic].send(key=key, value=value)
+        return await fut
+
+    pipeline.send = send
+    edges = app.topic(s.topic_edges, key_serializer="raw", value_serializer="raw")
+    nodes = app.topic(s.topic_nodes, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(edges)
+    async def edge_agent(stream: Any) -> None:
+        async for events in stream.take_events(s.max_batch, within=s.batch_window):
+            await pipeline.handle_edges([_record(e) for e in events])
+
+    @app.agent(nodes)
+    async def node_agent(stream: Any) -> None:
+        async for events in stream.take_events(s.max_batch, within=s.batch_window):
+            await pipeline.handle_nodes([_record(e) for e in events])
+
+    @app.on_rebalance_complete.connect
+    async def _ready(sender: Any, **_: Any) -> None:
+        state["ready"] = True
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.text(pipeline.metrics.render(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        return web.json({"ready": state["ready"]}, status=200 if state["ready"] else 503)
+
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    """``lepton run``: start the embedded broker if none is configured, create topics, run Faust."""
+    import faust  # noqa: PLC0415
+
+    from stream.broker import EmbeddedBroker  # noqa: PLC0415
+    from stream.kafka import ensure_topics  # noqa: PLC0415
+
+    s = settings
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    bootstrap = s.bootstrap
+    if bootstrap is None:
+        broker = EmbeddedBroker(log_dir=s.state_dir / "logs").start()
+        bootstrap = broker.bootstrap
+        print(f"no LEPTON_BOOTSTRAP set: started the embedded Tansu broker at {bootstrap}", flush=True)
+    try:
+        ensure_topics(s, bootstrap)
+        keyring, source = load_keyring(s)
+        print(f"keys: {len(keyring.ids)} loaded from {source}; sealing with key id {keyring.active!r}", flush=True)
+        processor = Processor(s.processor_config())
+
+        async def _unbound(topic: str, key: bytes | None, value: bytes) -> Any:  # replaced by build_app
+            raise RuntimeError("pipeline used before the Faust app was built")
+
+        pipeline = Pipeline(settings=s, processor=processor, keyring=keyring, send=_unbound)
+        app = build_app(s, bootstrap, pipeline)
+        print(f"worker {s.app_id}: consuming {s.topic_edges} on {bootstrap}; web on http://{s.web_host}:{s.web_port}",
+              flush=True)
+        faust.Worker(app, loglevel=s.log_level, quiet=True).execute_from_commandline()
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _record(event: Any) -> Record:
+    m = event.message
+    return Record(topic=m.topic, partition=m.partition, offset=m.offset, timestamp=float(m.timestamp),
+                  key=m.key, value=m.value)

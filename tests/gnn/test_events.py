@@ -1,0 +1,66 @@
+"""Each malformed edge / node event is refused with its own reason code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gnn.errors import EventError
+from gnn.events import REASONS, EdgeEvent, parse_edge, parse_node
+from stream.producer import MALFORMED
+
+
+def test_valid_event_with_defaults_and_int_ids() -> None:
+    e = parse_edge(b'{"src": 5, "dst": "b"}', record_ts=12.5)
+    assert e == EdgeEvent(src="5", dst="b", ts=12.5, weight=1.0, op="add", id=None)
+    e = parse_edge(b'{"src":"a","dst":"b","ts":3,"weight":-2.5,"op":"remove","id":"x","v":1}', record_ts=0)
+    assert (e.ts, e.weight, e.op, e.id) == (3.0, -2.5, "remove", "x")
+
+
+CASES = [
+    (b"\x00" * (64 * 1024 + 1), "too_large"),
+    (b"\xff\xfe", "not_utf8"),
+    (b"{nope", "not_json"),
+    (b"[1,2]", "not_object"),
+    (b'{"src":"a","dst":"b","v":2}', "bad_version"),
+    (b'{"src":"a","dst":"b","wieght":2}', "unknown_field"),
+    (b'{"src":"a"}', "missing_field"),
+    (b'{"src":true,"dst":"b"}', "bad_id"),
+    (b'{"src":"","dst":"b"}', "bad_id"),
+    (b'{"src":1.5,"dst":"b"}', "bad_id"),
+    (json.dumps({"src": "x" * 257, "dst": "b"}).encode(), "id_too_long"),
+    (b'{"src":"a","dst":"b","ts":-1}', "bad_ts"),
+    (b'{"src":"a","dst":"b","ts":"soon"}', "bad_ts"),
+    (b'{"src":"a","dst":"b","weight":NaN}', "bad_weight"),
+    (b'{"src":"a","dst":"b","weight":Infinity}', "bad_weight"),
+    (b'{"src":"a","dst":"b","weight":"1"}', "bad_weight"),
+    (b'{"src":"a","dst":"b","op":"upsert"}', "bad_op"),
+    (b'{"src":"a","dst":"b","id":7}', "bad_event_id"),
+]
+
+
+@pytest.mark.parametrize("raw,reason", CASES)
+def test_malformed_edge_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(EventError) as info:
+        parse_edge(raw, record_ts=0)
+    assert info.value.reason == reason
+    assert reason in REASONS
+
+
+def test_every_reason_is_covered_and_demo_payloads_fail() -> None:
+    covered = {r for _, r in CASES} | {"bad_features"}
+    assert covered == set(REASONS)
+    for reason, raw in MALFORMED:
+        with pytest.raises(EventError) as info:
+            parse_edge(raw, record_ts=0)
+        assert info.value.reason == reason
+
+
+def test_node_events() -> None:
+    e = parse_node(b'{"node": 3, "features": [1, 2.5]}', dim=2, record_ts=1.0)
+    assert (e.node, e.features) == ("3", (1.0, 2.5))
+    for raw in (b'{"node": 3, "features": [1]}', b'{"node": 3, "features": [1, NaN]}',
+                b'{"node": 3, "features": "x"}'):
+        with pytest.raises(EventError, match="bad_features"):
+            parse_node(raw, dim=2, record_ts=0)

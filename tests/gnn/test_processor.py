@@ -1,0 +1,62 @@
+"""Processor: batching never changes the result; ids deduplicate; predictions are sane."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from gnn.events import EdgeEvent
+from gnn.processor import Processor, ProcessorConfig
+
+CFG = ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=3, backend="torch")
+
+event = st.builds(lambda op, u, v, dup: (op, u, v, dup), st.sampled_from(["add", "add", "remove"]),
+                  st.integers(0, 9), st.integers(0, 9), st.integers(0, 30))
+
+
+def _events(raw: list) -> list[EdgeEvent]:
+    return [EdgeEvent(src=f"n{u}", dst=f"n{v}", ts=float(i), op=op, id=f"e{dup}") for i, (op, u, v, dup) in enumerate(raw)]
+
+
+def _edge_set(p: Processor) -> set:
+    s, d, w = p.graph.edges()
+    return {(tuple(sorted((p.graph.key(a), p.graph.key(b)))), round(float(x), 4)) for a, b, x in zip(s, d, w)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(event, min_size=1, max_size=40), st.integers(1, 40))
+def test_batch_size_does_not_change_the_graph(raw: list, batch: int) -> None:
+    evs = _events(raw)
+    one, many = Processor(CFG), Processor(CFG)
+    counts = [0, 0]
+    for e in evs:
+        r = one.process([e], now=0.0)
+        counts[0] += r.applied + r.duplicates
+    for i in range(0, len(evs), batch):
+        r = many.process(evs[i:i + batch], now=0.0)
+        counts[1] += r.applied + r.duplicates
+    assert _edge_set(one) == _edge_set(many)
+    assert counts == [len(evs), len(evs)]
+    assert (many.engine.embeddings - many.engine.reference()[: many.graph.n_rows]).abs().max() <= 1e-4
+
+
+def test_duplicate_ids_are_dropped_and_missing_removes_counted() -> None:
+    p = Processor(CFG)
+    r = p.process([EdgeEvent("a", "b", 0.0, id="x"), EdgeEvent("a", "b", 1.0, id="x"),
+                   EdgeEvent("c", "d", 2.0, op="remove")], now=0.0)
+    assert (r.applied, r.duplicates, r.missing_removes) == (2, 1, 1)
+    assert p.graph.num_edges == 1 and p.graph.edge_weight(*p.graph.node_ids(["a", "b"])) == 1.0
+
+
+def test_predictions_exclude_self_and_neighbours_and_priors_exist() -> None:
+    p = Processor(CFG)
+    rng = np.random.default_rng(0)
+    evs = [EdgeEvent(f"n{a}", f"n{b}", float(i)) for i, (a, b) in enumerate(rng.integers(0, 40, (200, 2))) if a != b]
+    r = p.process(evs, now=0.0)
+    assert len(r.priors) == len(evs) and ((r.priors >= 0) & (r.priors <= 1)).all()
+    for pred in r.predictions:
+        me = p.graph.node_id(pred.node)
+        nbrs = set(p.graph.keys(p.graph.in_neighbors(me)[0]))
+        assert 0 < len(pred.partners) <= 3
+        assert all(n != pred.node and n not in nbrs for n, _ in pred.partners)
+        assert [x for _, x in pred.partners] == sorted((x for _, x in pred.partners), reverse=True)

@@ -1,0 +1,72 @@
+"""Settings: env vars, CLI overrides, and transport security reaching every client config."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from stream.kafka import faust_credentials, kafka_python_config
+from stream.settings import Settings, load_settings
+
+
+def test_env_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEPTON_MAX_BATCH", "77")
+    monkeypatch.setenv("LEPTON_TOPIC_EDGES", "my.edges")
+    s = load_settings(max_batch=None, top_k=3)
+    assert (s.max_batch, s.topic_edges, s.top_k) == (77, "my.edges", 3)
+    assert load_settings(max_batch=5).max_batch == 5
+    assert s.topics()["my.edges"] == s.edges_partitions
+
+
+def test_invalid_values_and_unknown_fields_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(max_batch=0)
+    with pytest.raises(ValidationError):
+        Settings(nonsense=1)  # type: ignore[call-arg]
+
+
+def test_secrets_are_not_printed() -> None:
+    s = Settings(keys="k:" + "A" * 43 + "=", sasl_password="hunter2")
+    assert "hunter2" not in repr(s) and "AAAA" not in repr(s)
+
+
+def test_sasl_scram_over_tls_reaches_both_clients(tmp_path: Path) -> None:
+    ca = _self_signed_ca(tmp_path)
+    s = Settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="svc",
+                 sasl_password="pw", ssl_cafile=ca)
+    cfg = kafka_python_config(s, "broker:9093")
+    assert cfg["security_protocol"] == "SASL_SSL" and cfg["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert cfg["sasl_plain_username"] == "svc" and cfg["sasl_plain_password"] == "pw"
+    assert cfg["ssl_cafile"] == str(ca)
+    creds = faust_credentials(s)
+    assert creds.username == "svc" and creds.password == "pw"
+    assert str(creds.mechanism.value) == "SCRAM-SHA-512"
+    assert isinstance(creds.ssl_context, ssl.SSLContext)
+
+
+def test_plaintext_has_no_credentials() -> None:
+    s = Settings()
+    assert faust_credentials(s) is None
+    assert kafka_python_config(s, "h:1") == {"bootstrap_servers": "h:1", "security_protocol": "PLAINTEXT"}
+
+
+def _self_signed_ca(tmp: Path) -> Path:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lepton-test-ca")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    path = tmp / "ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path

@@ -97,15 +97,20 @@ class QuantileCalibrator:
         self._since = 0
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
-        """Calibrate ``raw`` against the scores seen *before* it, then remember it."""
+        """Remember ``raw``, then calibrate it against the window (which now includes it).
+
+        Including the batch itself keeps the calibration current when raw scores drift
+        (MIDAS statistics grow with the tick count), at the price of a batch ranking
+        partly against itself.
+        """
         raw = np.asarray(raw, np.float64)
+        self.update(raw)
         if len(self._sorted) >= self.min_samples:
             lo = np.searchsorted(self._sorted, raw, side="left")
             hi = np.searchsorted(self._sorted, raw, side="right")
             cal = (lo + hi) / (2.0 * len(self._sorted))
         else:
             cal = np.zeros(len(raw))
-        self.update(raw)
         return cal
 
     def update(self, raw: np.ndarray) -> None:
@@ -115,7 +120,7 @@ class QuantileCalibrator:
             self._buf[pos] = chunk
             self._n += len(chunk)
         self._since += len(raw)
-        if self._since >= self.refresh or len(self._sorted) < self.min_samples:
+        if self._since >= self.refresh or len(self._sorted) < self.min_samples or len(raw) >= self.refresh:
             self._sorted = np.sort(self._buf[: min(self._n, self.window)])
             self._since = 0
 
@@ -132,22 +137,23 @@ class AnomalyDetector:
     """Score-before-learn edge anomaly detector (MIDAS-R + model surprise, calibrated)."""
 
     def __init__(self, *, weights: dict[str, float] | None = None, tick: float = 60.0, seed: int = 0,
-                 window: int = 20_000, warmup: int = 1000) -> None:
+                 window: int = 2_000, warmup: int = 1000) -> None:
         self.weights = weights or {"midas": 0.7, "surprise": 0.3}
         self.midas = MidasR(tick=tick, seed=seed)
         self.warmup = warmup
         self.seen = 0
-        self._cal = {name: QuantileCalibrator(window=window, min_samples=warmup) for name in self.weights}
-        self._final = QuantileCalibrator(window=window, min_samples=warmup)
+        half = max(1, warmup // 2)  # components learn on the first half, the combined score on the second
+        self._cal = {name: QuantileCalibrator(window=window, refresh=1, min_samples=half) for name in self.weights}
+        self._final = QuantileCalibrator(window=window, refresh=1, min_samples=half)
 
     def score(self, src: np.ndarray, dst: np.ndarray, ts: np.ndarray, prior: np.ndarray) -> EdgeScores:
-        """Scores in [0, 1] (0 during the first ``warmup`` edges, while calibration learns)."""
+        """Scores in [0, 1] (0 during the first ``warmup`` edges, while the calibrations learn)."""
         raw = {"midas": np.log1p(self.midas.score(src, dst, ts)),
                "surprise": 1.0 - np.asarray(prior, np.float64)}
         comps = {name: self._cal[name](raw[name]) for name in self.weights}
         total = sum(self.weights[k] * comps[k] for k in self.weights) / sum(self.weights.values())
         comps["raw_midas"] = raw["midas"]
-        warm = self.seen >= self.warmup  # components are calibrated from here on
+        warm = self.seen >= max(1, self.warmup // 2)  # components are calibrated from here on
         self.seen += len(total)
         score = self._final(total) if warm else np.zeros(len(total))
         return EdgeScores(score=score, components=comps)

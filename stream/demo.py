@@ -104,7 +104,10 @@ def run_demo(settings: Settings, *, events: int = 6000, rate: float | None = 150
         con.print(f"[yellow]demo: generated an ephemeral AES-256 key {ring.active!r}[/] (memory only, handed to "
                   "the worker through its environment; use `lepton keys generate` for real deployments)")
         worker = WorkerProcess(bootstrap=broker.bootstrap, state_dir=state,
-                               env={"LEPTON_KEYS": ring.serialise().strip().replace("\n", ",")})
+                               env={"LEPTON_KEYS": ring.serialise().strip().replace("\n", ","),
+                                    # alert at the rate anomalies are planted, unless the user chose one
+                                    "LEPTON_ALERT_RATE": os.environ.get("LEPTON_ALERT_RATE",
+                                                                        str(SyntheticConfig().anomaly_rate))})
         try:
             startup = worker.wait_ready()
             con.print(f"worker ready in {startup:.1f}s (log: {worker.log_path})")

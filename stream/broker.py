@@ -52,8 +52,11 @@ def wait_for_broker(bootstrap: str, *, timeout: float = 20.0) -> None:
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
     while time.monotonic() < deadline:
         try:
+            # a plain TCP probe first: the admin client blocks for many seconds on a closed port
+            socket.create_connection((host, int(port)), timeout=1.0).close()
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
             try:
                 admin.list_topics()

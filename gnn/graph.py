@@ -21,13 +21,14 @@ Semantics (also in the README):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from gnn.errors import GraphError
 
-__all__ = ["DynamicGraph", "CSR", "Applied", "normalise_key"]
+__all__ = ["DynamicGraph", "CSR", "Applied", "ArcDelta", "normalise_key"]
 
 _COL_BITS = 32
 _COL_MASK = (1 << _COL_BITS) - 1
@@ -53,7 +54,7 @@ class CSR:
     """
 
     indptr: np.ndarray  # int64, len n_rows + 1
-    indices: np.ndarray  # int64 column (source node) ids
+    indices: np.ndarray  # int32 or int64 column (source node) ids
     weights: np.ndarray  # float32 edge weights
     rows: np.ndarray  # int64 graph node of each local row
     n_cols: int
@@ -68,6 +69,21 @@ class CSR:
 
 
 @dataclass(frozen=True)
+class ArcDelta:
+    """Stored arcs a batch touched: ``count`` +1 created / 0 reweighted / -1 removed; ``weight`` change."""
+
+    rows: np.ndarray  # receiving node (row of the in-neighbour matrix)
+    cols: np.ndarray  # sending node
+    count: np.ndarray  # int64
+    weight: np.ndarray  # float64
+
+    @staticmethod
+    def empty() -> "ArcDelta":
+        z = np.zeros(0, np.int64)
+        return ArcDelta(rows=z, cols=z, count=z, weight=np.zeros(0, np.float64))
+
+
+@dataclass(frozen=True)
 class Applied:
     """What a batch of edge operations changed, for the incremental engine."""
 
@@ -78,6 +94,7 @@ class Applied:
     reweighted: int  # existing edges whose weight grew
     removed: int
     missing_removes: int
+    arcs: ArcDelta = field(default_factory=ArcDelta.empty)  # in-adjacency arcs touched
 
 
 class DynamicGraph:
@@ -158,8 +175,8 @@ class DynamicGraph:
             self._out.add(a_cols, a_rows, a_w, self.n_rows)
         self._edges += created
         return Applied(new_nodes=np.arange(first_new, self.n_rows, dtype=np.int64),
-                       rows_changed=np.unique(a_rows), degree_changed=np.unique(np.concatenate([src, dst])),
-                       added=created, reweighted=grown, removed=0, missing_removes=0)
+                       rows_changed=_distinct(a_rows, self.n_rows), degree_changed=_distinct(np.concatenate([src, dst]), self.n_rows),
+                       added=created, reweighted=grown, removed=0, missing_removes=0, arcs=self._in.last)
 
     def remove_edges(self, src: np.ndarray, dst: np.ndarray) -> Applied:
         """Delete edges ``src[i] -> dst[i]``; missing edges are counted, not errors."""
@@ -170,9 +187,9 @@ class DynamicGraph:
             self._out.remove(a_cols, a_rows)
         self._edges -= removed
         uniq_pairs = len(np.unique(_pair_keys(src, dst, self.directed)))
-        return Applied(new_nodes=np.zeros(0, np.int64), rows_changed=np.unique(a_rows),
-                       degree_changed=np.unique(np.concatenate([src, dst])), added=0, reweighted=0,
-                       removed=removed, missing_removes=uniq_pairs - removed)
+        return Applied(new_nodes=np.zeros(0, np.int64), rows_changed=_distinct(a_rows, self.n_rows),
+                       degree_changed=_distinct(np.concatenate([src, dst]), self.n_rows), added=0, reweighted=0,
+                       removed=removed, missing_removes=uniq_pairs - removed, arcs=self._in.last)
 
     def edge_weight(self, src: int, dst: int) -> float:
         """Weight of ``src -> dst`` (0.0 when absent)."""
@@ -202,6 +219,15 @@ class DynamicGraph:
             return np.zeros(0, np.int64)
         return np.unique(self._out.rows(np.asarray(nodes, np.int64), self.n_rows).indices)
 
+    @property
+    def num_arcs(self) -> int:
+        """Stored in-adjacency arcs (an undirected non-loop edge is two arcs)."""
+        return int(self._in.deg[: self.n_rows].sum())
+
+    def out_rows(self, nodes: np.ndarray) -> CSR:
+        """Out-neighbour CSR of the given nodes (row i = out-arcs of ``nodes[i]``, with weights)."""
+        return self._out.rows(np.asarray(nodes, np.int64), self.n_rows)
+
     def out_neighbors_rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position in ``nodes``, out-neighbour id) pairs for a batch of nodes."""
         csr = self._out.rows(np.asarray(nodes, np.int64), self.n_rows)
@@ -209,8 +235,10 @@ class DynamicGraph:
 
     def in_csr(self) -> CSR:
         """Full in-neighbour CSR over all rows (compacts first; O(E))."""
-        self._in.compact(self.n_rows)
-        return self._in.rows(np.arange(self.n_rows, dtype=np.int64), self.n_rows)
+        a = self._in
+        a.compact(self.n_rows)  # afterwards the base holds every arc, all alive: share its arrays
+        return CSR(indptr=a.indptr, indices=a.idx, weights=a.w, rows=np.arange(self.n_rows, dtype=np.int64),
+                   n_cols=self.n_rows)
 
     def in_degree(self) -> np.ndarray:
         """Live in-degree per row (neighbour count when undirected), length ``n_rows``."""
@@ -271,6 +299,15 @@ class DynamicGraph:
         return self.add_edges(src, dst, weight)
 
 
+def _distinct(ids: np.ndarray, n: int) -> np.ndarray:
+    """Sorted distinct ids in [0, n): a mask pass, O(len + n) instead of a sort."""
+    if len(ids) < 4096:
+        return np.unique(ids)
+    mask = np.zeros(n, np.bool_)
+    mask[ids] = True
+    return np.flatnonzero(mask)
+
+
 def _pair_keys(src: np.ndarray, dst: np.ndarray, directed: bool) -> np.ndarray:
     if directed:
         return (src << _COL_BITS) | dst
@@ -304,6 +341,7 @@ class _Adjacency:
         self.dead = 0
         self.n_rows_seen = 1  # rows covered by ``deg`` (row 0 = null)
         self.deg = np.zeros(1, np.int32)
+        self.last = ArcDelta.empty()  # arcs touched by the latest add/remove
 
     # -- sizes
     def ensure_rows(self, n_rows: int) -> None:
@@ -365,10 +403,20 @@ class _Adjacency:
     def add(self, rows: np.ndarray, cols: np.ndarray, w: np.ndarray, n_rows: int) -> tuple[int, int]:
         """Add arcs (duplicates merge by summing weights). Returns (edges created, edges reweighted)."""
         self.ensure_rows(n_rows)
-        keys = (rows << _COL_BITS) | cols
-        uk, inv = np.unique(keys, return_inverse=True)
-        uw = np.bincount(inv, weights=w, minlength=len(uk)).astype(np.float32)
+        uk, uw = _sum_by_key((rows << _COL_BITS) | cols, w)
         ur, uc = uk >> _COL_BITS, uk & _COL_MASK
+        if len(uk) > self._bulk_threshold():
+            created = self._add_bulk(uk, uw, n_rows)
+        else:
+            created = self._add_small(uk, ur, uc, uw)
+            np.add.at(self.deg, ur[created], 1)
+            self._maybe_compact(n_rows)
+        self.last = ArcDelta(rows=ur, cols=uc, count=created.astype(np.int64), weight=uw.astype(np.float64))
+        return self._edges_of(ur[created], uc[created]), self._edges_of(ur[~created], uc[~created])
+
+    def _add_small(self, uk: np.ndarray, ur: np.ndarray, uc: np.ndarray, uw: np.ndarray) -> np.ndarray:
+        """Per-arc path for ordinary batches; returns which arcs were created (vs. reweighted)."""
+        created = np.zeros(len(uk), np.bool_)
         pos = self._base_find(ur, uc)
         in_base = pos >= 0
         bpos = pos[in_base]
@@ -377,63 +425,48 @@ class _Adjacency:
         self.w[bpos] = np.where(revived, 0.0, self.w[bpos]) + uw[in_base]
         self.alive[bpos] = True
         self.dead -= int(revived.sum())
-        created_rows = [ur[in_base][revived]]
-        created_cols = [uc[in_base][revived]]
-        grown_r = [ur[in_base][~revived]]
-        grown_c = [uc[in_base][~revived]]
+        created[np.flatnonzero(in_base)[revived]] = True
         # delta arcs
-        d_new_r: list[int] = []
-        d_new_c: list[int] = []
-        d_new_w: list[float] = []
+        new_at: list[int] = []
         get = self.d_key.get
         start = len(self.d_row)
-        for k, r, c, ww in zip(uk[~in_base].tolist(), ur[~in_base].tolist(), uc[~in_base].tolist(),
-                               uw[~in_base].tolist()):
+        for j, k, ww in zip(np.flatnonzero(~in_base).tolist(), uk[~in_base].tolist(), uw[~in_base].tolist()):
             p = get(k)
             if p is None:
-                self.d_key[k] = start + len(d_new_r)
-                d_new_r.append(r)
-                d_new_c.append(c)
-                d_new_w.append(ww)
+                self.d_key[k] = start + len(new_at)
+                new_at.append(j)
             else:
                 self.d_w.a[p] += ww
-                grown_r.append(np.array([r]))
-                grown_c.append(np.array([c]))
-        self.d_row.extend(d_new_r)
-        self.d_col.extend(d_new_c)
-        self.d_w.extend(d_new_w)
-        self.d_alive.extend([True] * len(d_new_r))
-        created_rows.append(np.asarray(d_new_r, np.int64))
-        created_cols.append(np.asarray(d_new_c, np.int64))
-        cr = np.concatenate(created_rows)
-        cc = np.concatenate(created_cols)
-        np.add.at(self.deg, cr, 1)
-        self._maybe_compact(n_rows)
-        return self._edges_of(cr, cc), self._edges_of(np.concatenate(grown_r), np.concatenate(grown_c))
+        created[new_at] = True
+        self.d_row.extend(ur[new_at].tolist())
+        self.d_col.extend(uc[new_at].tolist())
+        self.d_w.extend(uw[new_at].tolist())
+        self.d_alive.extend([True] * len(new_at))
+        return created
 
     def remove(self, rows: np.ndarray, cols: np.ndarray) -> int:
         """Delete arcs; returns how many edges existed."""
         keys = np.unique((rows << _COL_BITS) | cols)
         ur, uc = keys >> _COL_BITS, keys & _COL_MASK
+        old_w = np.zeros(len(keys), np.float64)
         pos = self._base_find(ur, uc)
         hit = pos >= 0
         hit[hit] = self.alive[pos[hit]]
         bpos = pos[hit]
+        old_w[hit] = self.w[bpos]
         self.alive[bpos] = False
         self.w[bpos] = 0.0
         self.dead += len(bpos)
-        gone_r = [ur[hit]]
-        gone_c = [uc[hit]]
-        for k, r, c in zip(keys[~hit].tolist(), ur[~hit].tolist(), uc[~hit].tolist()):
+        for j, k in zip(np.flatnonzero(~hit).tolist(), keys[~hit].tolist()):
             p = self.d_key.pop(k, None)
             if p is not None:
+                old_w[j] = self.d_w.a[p]
                 self.d_alive.a[p] = False
                 self.d_w.a[p] = 0.0
-                gone_r.append(np.array([r]))
-                gone_c.append(np.array([c]))
-        gr = np.concatenate(gone_r).astype(np.int64)
-        gc = np.concatenate(gone_c).astype(np.int64)
+                hit[j] = True
+        gr, gc = ur[hit], uc[hit]
         np.subtract.at(self.deg, gr, 1)
+        self.last = ArcDelta(rows=gr, cols=gc, count=-np.ones(len(gr), np.int64), weight=-old_w[hit])
         return self._edges_of(gr, gc)
 
     def _edges_of(self, rows: np.ndarray, cols: np.ndarray) -> int:
@@ -484,19 +517,45 @@ class _Adjacency:
         self.ensure_rows(n_rows)
         if len(self.d_row) == 0 and self.dead == 0 and len(self.indptr) - 1 == n_rows:
             return
-        n_base = len(self.indptr) - 1
-        base_rows = np.repeat(np.arange(n_base, dtype=np.int64), np.diff(self.indptr))
-        keep = self.alive
-        bk = (base_rows[keep] << _COL_BITS) | self.idx[keep].astype(np.int64)
-        bw = self.w[keep]
         da = self.d_alive.view()
-        dk = (self.d_row.view()[da] << _COL_BITS) | self.d_col.view()[da]
-        dw = self.d_w.view()[da]
-        o = np.argsort(dk)
-        dk, dw = dk[o], dw[o]
-        at = np.searchsorted(bk, dk)
-        keys = np.insert(bk, at, dk)
-        ws = np.insert(bw, at, dw)
+        dk, dw = _sum_by_key((self.d_row.view()[da] << _COL_BITS) | self.d_col.view()[da], self.d_w.view()[da])
+        self._merge(n_rows, dk, dw)
+        self.d_key.clear()
+        for g in (self.d_row, self.d_col, self.d_w, self.d_alive):
+            g.clear()
+
+    def _bulk_threshold(self) -> int:
+        return max(self.min_compact, int(self.compact_ratio * len(self.idx)))
+
+    def _add_bulk(self, uk: np.ndarray, uw: np.ndarray, n_rows: int) -> np.ndarray:
+        """Large batches (bulk loads): fold the delta, then one sorted merge into the base."""
+        self.compact(n_rows)  # now every arc lives in the base, all alive
+        bk = self._base_keys()
+        if len(bk):
+            at = np.minimum(np.searchsorted(bk, uk), len(bk) - 1)
+            exists = bk[at] == uk
+            self.w[at[exists]] += uw[exists]
+        else:
+            exists = np.zeros(len(uk), np.bool_)
+        new_k = uk[~exists]
+        self._merge(n_rows, new_k, uw[~exists])
+        self.deg[:n_rows] += np.bincount(new_k >> _COL_BITS, minlength=n_rows).astype(np.int32)
+        return ~exists
+
+    def _base_keys(self) -> np.ndarray:
+        rows = np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr))
+        return (rows << _COL_BITS) | self.idx.astype(np.int64)
+
+    def _merge(self, n_rows: int, dk: np.ndarray, dw: np.ndarray) -> None:
+        """Rebuild the base from its live arcs plus sorted new keys ``dk`` (absent from the base)."""
+        if len(self.idx):
+            keep = self.alive
+            bk = self._base_keys()[keep]
+            at = np.searchsorted(bk, dk)
+            keys = np.insert(bk, at, dk)
+            ws = np.insert(self.w[keep], at, dw)
+        else:
+            keys, ws = dk, dw
         rows = keys >> _COL_BITS
         self.indptr = np.zeros(n_rows + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=n_rows), out=self.indptr[1:])
@@ -504,9 +563,16 @@ class _Adjacency:
         self.w = ws.astype(np.float32)
         self.alive = np.ones(len(keys), np.bool_)
         self.dead = 0
-        self.d_key.clear()
-        for g in (self.d_row, self.d_col, self.d_w, self.d_alive):
-            g.clear()
+
+
+def _sum_by_key(keys: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique ``keys`` and the sum of ``w`` per key (torch's sort: ~3x NumPy's here)."""
+    if len(keys) == 0:
+        return keys.astype(np.int64), np.zeros(0, np.float32)
+    v, perm = torch.sort(torch.from_numpy(np.ascontiguousarray(keys, dtype=np.int64)))
+    sk, order = v.numpy(), perm.numpy()
+    start = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+    return sk[start], np.add.reduceat(np.asarray(w, np.float64)[order], start).astype(np.float32)
 
 
 class _Grow:

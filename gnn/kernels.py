@@ -4,6 +4,7 @@
 or all of them), an aggregate of ``x`` over the row's in-neighbours:
 
 - ``sum``   :math:`\\sum_{u \\in N(i)} x_u`
+- ``wsum``  :math:`\\sum_{u \\in N(i)} w_{ui} x_u`
 - ``mean``  :math:`\\frac{1}{|N(i)|} \\sum_{u \\in N(i)} x_u` (0 for an empty row)
 - ``wmean`` :math:`\\sum_u w_{ui} x_u / \\sum_u w_{ui}` (0 where the weights sum to 0)
 
@@ -30,8 +31,8 @@ from gnn.graph import CSR
 __all__ = ["aggregate", "resolve_backend", "Backend", "Op", "dgl_available"]
 
 Backend = Literal["auto", "dgl", "torch"]
-Op = Literal["sum", "mean", "wmean"]
-_OPS = ("sum", "mean", "wmean")
+Op = Literal["sum", "wsum", "mean", "wmean"]
+_OPS = ("sum", "wsum", "mean", "wmean")
 
 
 def aggregate(csr: CSR, x: torch.Tensor, op: Op = "mean", backend: Backend = "auto") -> torch.Tensor:
@@ -43,9 +44,9 @@ def aggregate(csr: CSR, x: torch.Tensor, op: Op = "mean", backend: Backend = "au
     name = resolve_backend(backend, x.device)
     if csr.n_rows == 0:
         return x.new_zeros((0, x.shape[1]))
-    weighted = op == "wmean"
+    weighted = op in ("wsum", "wmean")
     out = (_dgl_spmm if name == "dgl" else _torch_spmm)(csr, x, weighted)
-    if op == "sum":
+    if op in ("sum", "wsum"):
         return out
     denom = _row_weight_sums(csr) if weighted else np.diff(csr.indptr).astype(np.float64)
     d = torch.from_numpy(denom.astype(np.float32)).to(x.device)
@@ -79,8 +80,8 @@ def dgl_available() -> bool:
 def _torch_spmm(csr: CSR, x: torch.Tensor, weighted: bool) -> torch.Tensor:
     dev = x.device
     vals = torch.from_numpy(csr.weights) if weighted else torch.ones(csr.nnz, dtype=x.dtype)
-    a = torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int32)).to(dev),
-                                torch.from_numpy(csr.indices.astype(np.int32)).to(dev),
+    a = torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int32, copy=False)).to(dev),
+                                torch.from_numpy(csr.indices.astype(np.int32, copy=False)).to(dev),
                                 vals.to(device=dev, dtype=x.dtype), size=(csr.n_rows, x.shape[0]))
     return a @ x
 
@@ -89,8 +90,8 @@ def _dgl_spmm(csr: CSR, x: torch.Tensor, weighted: bool) -> torch.Tensor:
     dgl = _dgl()
     if dgl is None:
         raise KernelError("dgl is not importable; use backend 'torch'")
-    ip = torch.from_numpy(csr.indptr.astype(np.int32))
-    ix = torch.from_numpy(csr.indices.astype(np.int32))
+    ip = torch.from_numpy(csr.indptr.astype(np.int32, copy=False))
+    ix = torch.from_numpy(csr.indices.astype(np.int32, copy=False))
     # our rows are destinations, columns are sources: exactly DGL's CSC of a src->dst block
     g = dgl.create_block(("csc", (ip, ix, torch.zeros(0, dtype=torch.int32))),
                          num_src_nodes=x.shape[0], num_dst_nodes=csr.n_rows, idtype=torch.int32,

@@ -104,3 +104,21 @@ def _stream(c: SyntheticConfig) -> Iterator[SyntheticEvent]:
                 continue
             partners.setdefault(u, []).append(v)
         yield event(u, v, ts, "add", 0, "normal")
+
+
+def powerlaw_edges(nodes: int, edges: int, *, exponent: float = 2.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Chung-Lu style power-law graph: endpoints drawn with probability ∝ (i+1)^(-1/(exponent-1)).
+
+    Returns 0-based ``(src, dst)`` arrays without self-loops (duplicates may remain; the graph
+    store merges them). Used by the engine benchmark.
+    """
+    rng = np.random.default_rng(seed)
+    w = np.arange(1, nodes + 1, dtype=np.float64) ** (-1.0 / (exponent - 1.0))
+    cdf = np.cumsum(w)
+    cdf /= cdf[-1]
+    src = np.searchsorted(cdf, rng.random(edges)).astype(np.int64)
+    dst = np.searchsorted(cdf, rng.random(edges)).astype(np.int64)
+    perm = rng.permutation(nodes)  # hubs are not the lowest ids
+    src, dst = perm[src], perm[dst]
+    keep = src != dst
+    return src[keep], dst[keep]

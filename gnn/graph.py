@@ -21,6 +21,7 @@ Semantics (also in the README):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -257,6 +258,10 @@ class DynamicGraph:
             return src[keep], dst[keep], full.weights[keep]
         return src, dst, full.weights
 
+    def copy(self) -> "DynamicGraph":
+        """An independent deep copy (benchmarks start several engines from one graph)."""
+        return copy.deepcopy(self)
+
     def nbytes(self) -> int:
         """Bytes held by adjacency arrays (excludes the key dictionary)."""
         return self._in.nbytes() + (self._out.nbytes() if self.directed else 0)
@@ -354,6 +359,10 @@ class _Adjacency:
     def degree(self, n_rows: int) -> np.ndarray:
         self.ensure_rows(n_rows)
         return self.deg[:n_rows]
+
+    def copy(self) -> "DynamicGraph":
+        """An independent deep copy (benchmarks start several engines from one graph)."""
+        return copy.deepcopy(self)
 
     def nbytes(self) -> int:
         delta = len(self.d_key) * 100 + self.d_row.nbytes() + self.d_col.nbytes() + self.d_w.nbytes() \
@@ -602,6 +611,10 @@ class _Grow:
     def clear(self) -> None:
         self.a = np.zeros(64, self.a.dtype)
         self.n = 0
+
+    def copy(self) -> "DynamicGraph":
+        """An independent deep copy (benchmarks start several engines from one graph)."""
+        return copy.deepcopy(self)
 
     def nbytes(self) -> int:
         return int(self.a.nbytes)

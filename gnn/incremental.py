@@ -17,8 +17,9 @@ Steps 1 + 2 give exactly :math:`\\sum_{u \\in N_{new}(v)} c^{new}_{uv} h^{new}_l
 caches equal a full recomputation (up to float summation order). The work is the arcs
 touched, not the rows touched: a hub that gains one neighbour costs O(1) at its own row,
 and O(degree) only when its activation changes at a layer whose output feeds another one.
-When a layer's scatter would touch more than ``full_fraction`` of all arcs, that layer's
-sums are recomputed with one SpMM instead (DGL or torch kernels), which is then cheaper.
+When a layer's scatter would touch more than ``full_fraction`` of all arcs (a scatter-add
+costs several times an SpMM per arc here), that layer's sums are recomputed with one SpMM
+instead (DGL or torch kernels), and every later layer in full too.
 
 ``prune_eps`` (optional, inexact, the InkStream idea) skips step 2 for rows whose
 activation moved by at most ε (max-abs); the benchmark reports the error it causes.
@@ -59,7 +60,7 @@ class Engine:
 
     def __init__(self, *, graph: DynamicGraph, features: NodeFeatures, model: GraphSAGE,
                  backend: Backend = "auto", device: str | torch.device = "cpu",
-                 full_fraction: float = 0.3, prune_eps: float | None = None) -> None:
+                 full_fraction: float = 0.1, prune_eps: float | None = None) -> None:
         self.graph = graph
         self.features = features
         self.device = torch.device(device)
@@ -155,11 +156,12 @@ class Engine:
         h[idx] = vals
         moved = delta.abs().amax(dim=1) > (self.prune_eps or 0.0)  # exact mode: any change at all
         rows, delta = rows[moved.cpu().numpy()], delta[moved]
-        pos, targets, weight = self._out_arcs(rows)
         n = self.graph.n_rows
-        if len(targets) > self.full_fraction * max(self.graph.num_arcs, 1):
+        fanout = int(self.graph.out_degree()[rows].sum())  # arcs a scatter would touch
+        if fanout > self.full_fraction * max(self.graph.num_arcs, 1):
             self.s[li][:n] = self._full_sums(self.graph.in_csr(), h)[:n]
-            return np.arange(1, n, dtype=np.int64), len(targets), True
+            return np.arange(1, n, dtype=np.int64), fanout, True
+        pos, targets, weight = self._out_arcs(rows)
         for lo in range(0, len(targets), _SCATTER_CHUNK):  # 2. values, to out-neighbours
             part = slice(lo, lo + _SCATTER_CHUNK)
             upd = delta[_t(pos[part], dev)].double()

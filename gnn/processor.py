@@ -45,7 +45,7 @@ class ProcessorConfig:
     aggregator: Literal["sum", "mean", "wmean"] = "mean"
     backend: Backend = "auto"
     device: str = "cpu"
-    full_fraction: float = 0.35
+    full_fraction: float = 0.1
     prune_eps: float | None = None
     top_k: int = 10
     alert_rate: float = 0.002

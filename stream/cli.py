@@ -17,8 +17,10 @@ __all__ = ["main", "app"]
 
 app = typer.Typer(help="lepton-stream: streaming graph analytics over Kafka.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
+bench_app = typer.Typer(help="Benchmarks that print (and write) JSON.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage the AES-256 key ring used to seal predictions and alerts.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
 
@@ -178,6 +180,32 @@ def keys_list(file: Path = typer.Option(Path(".lepton/keys"))) -> None:
     ring = KeyRing.from_file(file)
     for k in ring.ids:
         print(f"{k}{'  (active)' if k == ring.active else ''}")
+
+
+@bench_app.command("engine")
+def bench_engine(nodes: int = typer.Option(100_000, help="nodes of the power-law graph"),
+                 edges: int = typer.Option(1_000_000, help="edges of the power-law graph"),
+                 batch: int = typer.Option(1000, help="edge inserts per incremental batch"),
+                 batches: int = typer.Option(10, help="incremental batches to time"),
+                 degree: str = typer.Option("bucket", help="degree features: log | bucket | none"),
+                 endpoints: str = typer.Option("preferential", help="new-edge endpoints: preferential | uniform"),
+                 prune_eps: float = typer.Option(1e-3, help="epsilon of the inexact prune mode"),
+                 device: str = typer.Option("cpu", help="cpu | cuda"),
+                 json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
+    """Incremental vs full recomputation, DGL vs torch kernels, bytes per edge, prune-mode error."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from gnn.bench import bench_engine as run_bench  # noqa: PLC0415
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("starting", total=None)
+        result = run_bench(nodes=nodes, edges=edges, batch=batch, batches=batches, degree=degree,
+                           endpoints=endpoints, prune_eps=prune_eps, device=device,
+                           progress=lambda msg: bar.update(task, description=msg))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
 
 
 def main() -> None:

@@ -1,0 +1,133 @@
+"""Engine benchmark: incremental vs full recomputation on a power-law graph (prints JSON).
+
+Everything is measured in one run so the ratios compare like with like on a noisy machine:
+bulk load (from a SNAP file written to a temporary directory), resident bytes per edge,
+full recompute per kernel backend, one SpMM per backend, ``batches`` incremental batches
+of ``batch`` edge inserts, the exactness check against a full recompute, and the same
+batches in ``prune_eps`` mode (inexact) with its measured error.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+import torch
+
+from gnn.features import NodeFeatures
+from gnn.graph import DynamicGraph
+from gnn.incremental import Engine
+from gnn.io import bulk_load, read_edges
+from gnn.kernels import aggregate, dgl_available
+from gnn.model import GraphSAGE, ModelConfig
+from gnn.synthetic import powerlaw_edges
+
+__all__ = ["bench_engine"]
+
+
+def bench_engine(*, nodes: int, edges: int, batch: int, batches: int = 10, degree: str = "bucket",
+                 endpoints: str = "preferential", prune_eps: float = 1e-3, exponent: float = 2.5,
+                 device: str = "cpu", seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark and return its results as a JSON-ready dict."""
+    say = progress or (lambda _: None)
+    proc = psutil.Process()
+    out: dict[str, Any] = {"nodes": nodes, "edges": edges, "batch": batch, "batches": batches, "degree": degree,
+                           "endpoints": endpoints, "exponent": exponent, "device": device,
+                           "threads": torch.get_num_threads()}
+    say("generating the power-law graph")
+    src, dst = powerlaw_edges(nodes, edges, exponent=exponent, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    if endpoints == "uniform":
+        new_s, new_d = rng.integers(0, nodes, batch * batches), rng.integers(0, nodes, batch * batches)
+    else:  # the same degree-biased distribution as the graph itself: hubs keep attracting edges
+        pick = rng.integers(0, len(src), (2, batch * batches))
+        new_s, new_d = src[pick[0]], dst[pick[1]]
+
+    say("bulk load from a SNAP file")
+    gc.collect()
+    rss0 = proc.memory_info().rss
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "graph.txt"
+        pd.DataFrame({"s": src, "d": dst}).to_csv(path, sep=" ", header=False, index=False)
+        t0 = time.perf_counter()
+        table = read_edges(path, "snap")
+        t1 = time.perf_counter()
+        g = DynamicGraph()
+        bulk_load(g, table)
+        g.in_csr()
+        t2 = time.perf_counter()
+        del table
+    gc.collect()
+    rss1 = proc.memory_info().rss
+    out["load"] = {"read_s": round(t1 - t0, 3), "graph_s": round(t2 - t1, 3),
+                   "edges_per_s": round(len(src) / (t2 - t0)), "edges_per_s_graph_only": round(len(src) / (t2 - t1)),
+                   "graph_edges": g.num_edges, "graph_bytes_per_edge": round(g.nbytes() / g.num_edges, 2),
+                   "rss_bytes_per_edge": round((rss1 - rss0) / g.num_edges, 2)}
+    ids_s = g.node_ids([str(int(x)) for x in new_s], create=True)
+    ids_d = g.node_ids([str(int(x)) for x in new_d], create=True)
+
+    say("kernels: one SpMM per backend on the full graph")
+    csr = g.in_csr()
+    x = torch.randn(g.n_rows, 64, device=device)
+    kernels = {}
+    for backend in (["dgl"] if dgl_available() and device == "cpu" else []) + ["torch"]:
+        kernels[backend] = {op: round(_best(lambda: aggregate(csr, x, op, backend), 3), 4) for op in ("mean", "wmean")}
+    out["kernel_s"] = kernels
+    if "dgl" in kernels:
+        out["dgl_over_torch"] = {op: round(kernels["dgl"][op] / kernels["torch"][op], 3) for op in ("mean", "wmean")}
+
+    model = GraphSAGE(ModelConfig(in_dim=NodeFeatures(hashed_dim=16).dim, hidden=64, out=64, layers=2, seed=seed))
+    results = {}
+    for mode, eps in (("exact", None), ("prune", prune_eps)):
+        say(f"{mode}: full recompute, then {batches} incremental batches")
+        gm = g.copy()
+        eng = Engine(graph=gm, features=NodeFeatures(hashed_dim=16, degree=degree), model=model,
+                     device=device, prune_eps=eps)
+        full_s = _best(eng.full_refresh, 2)
+        times, rows, arcs = [], [], []
+        for b in range(batches):
+            sl = slice(b * batch, (b + 1) * batch)
+            t = time.perf_counter()
+            change = gm.add_edges(ids_s[sl], ids_d[sl])
+            st = eng.update([change])
+            _sync(device)
+            times.append(time.perf_counter() - t)
+            rows.append(st.rows_per_layer)
+            arcs.append(st.arcs_per_layer)
+        err = float((eng.embeddings - eng.reference()[: gm.n_rows]).abs().max())
+        per = float(np.median(times))
+        results[mode] = {"full_recompute_s": round(full_s, 4), "incremental_s_per_batch": round(per, 4),
+                         "incremental_s_mean": round(float(np.mean(times)), 4), "speedup": round(full_s / per, 2),
+                         "edge_updates_per_s": round(batch / per), "max_abs_err_vs_full": err,
+                         "rows_per_layer_mean": np.mean(rows, axis=0).round().astype(int).tolist(),
+                         "arcs_per_layer_mean": np.mean(arcs, axis=0).round().astype(int).tolist()}
+        if device == "cpu" and dgl_available():
+            eng.backend = "torch"
+            results[mode]["full_recompute_s_torch"] = round(_best(eng.full_refresh, 2), 4)
+            eng.backend = "dgl"
+        del eng, gm
+        gc.collect()
+    out.update(results)
+    return out
+
+
+def _best(fn: Callable[[], Any], repeat: int) -> float:
+    fn()  # warm-up (allocations, DGL format creation)
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()

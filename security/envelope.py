@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from security.errors import EnvelopeError, InvalidTagError, TruncatedError, UnknownKeyError, VersionError
 from security.keys import KeyRing
 
-__all__ = ["seal", "open_envelope", "FORMAT_VERSION", "SCHEMA_VERSION", "NONCE_BYTES", "TAG_BYTES"]
+__all__ = ["seal", "open_envelope", "binding", "FORMAT_VERSION", "SCHEMA_VERSION", "NONCE_BYTES", "TAG_BYTES"]
 
 FORMAT_VERSION = 1
 SCHEMA_VERSION = 1
@@ -86,9 +86,12 @@ def open_envelope(data: bytes, *, keyring: KeyRing, topic: str, key: bytes | Non
         raise InvalidTagError("authentication failed: tampered bytes, or wrong topic, message key or key") from None
 
 
-def _aad(header: bytes, topic: str, key: bytes | None) -> bytes:
+def binding(topic: str, key: bytes | None) -> bytes:
+    """The topic / message-key part of the associated data (shared by format versions 1 and 2)."""
     t = topic.encode("utf-8")
-    aad = header + struct.pack(">H", len(t)) + t
-    if key is None:
-        return aad + b"\x00"
-    return aad + b"\x01" + struct.pack(">I", len(key)) + key
+    out = struct.pack(">H", len(t)) + t
+    return out + (b"\x00" if key is None else b"\x01" + struct.pack(">I", len(key)) + key)
+
+
+def _aad(header: bytes, topic: str, key: bytes | None) -> bytes:
+    return header + binding(topic, key)

@@ -120,10 +120,13 @@ def subscribe(topic: str = typer.Option("predictions", help="predictions | alert
               decrypt: bool = typer.Option(True, help="open envelopes with LEPTON_KEYS / the key file"),
               max_records: int = typer.Option(0, help="stop after this many records (0 = never)"),
               idle_timeout: Optional[float] = typer.Option(None, help="stop after this many idle seconds"),
+              rid: Optional[str] = typer.Option(None, help="recipient id, for per-subscriber envelopes"),
+              private_key: Optional[Path] = typer.Option(None, help="X25519 private key file (mode 600)"),
               bootstrap: Optional[str] = typer.Option(None)) -> None:
     """Print decrypted predictions / alerts (or dead letters) as JSON lines; bad records are counted."""
     from security.keys import KeyRing  # noqa: PLC0415
-    from stream.subscriber import subscribe as do_subscribe  # noqa: PLC0415
+    from security.recipients import load_private  # noqa: PLC0415
+    from stream.subscriber import Opener, subscribe as do_subscribe  # noqa: PLC0415
 
     s = _settings(bootstrap=bootstrap)
     if s.bootstrap is None:
@@ -131,9 +134,14 @@ def subscribe(topic: str = typer.Option("predictions", help="predictions | alert
         raise typer.Exit(2)
     names = {"predictions": s.topic_predictions, "alerts": s.topic_alerts, "deadletter": s.topic_deadletter}
     topics = list(names.values()) if topic == "all" else [names[topic]]
-    ring = None
+    opener = None
     if decrypt:
-        ring = KeyRing.from_env(s.keys.get_secret_value() if s.keys else None, file=s.key_file or s.state_dir / "keys")
+        def load() -> KeyRing:
+            return KeyRing.from_env(s.keys.get_secret_value() if s.keys else None,
+                                    file=s.key_file or s.state_dir / "keys")
+        opener = Opener(keyring=None if private_key else load(), rid=rid,
+                        private_key=load_private(private_key) if private_key else None,
+                        reload=None if private_key else load)
     count = [0]
 
     def emit(t: str, obj: dict) -> None:
@@ -141,7 +149,7 @@ def subscribe(topic: str = typer.Option("predictions", help="predictions | alert
         sys.stdout.write(json.dumps({"topic": t, **obj}) + "\n")
         sys.stdout.flush()
 
-    stats = do_subscribe(s, s.bootstrap, ring, topics=topics, on_record=emit, idle_timeout=idle_timeout,
+    stats = do_subscribe(s, s.bootstrap, opener, topics=topics, on_record=emit, idle_timeout=idle_timeout,
                          stop=lambda _: bool(max_records) and count[0] >= max_records)
     console.print(f"received {dict(stats.received)}; opened {dict(stats.opened)}; skipped {dict(stats.failed)}")
 
@@ -160,6 +168,30 @@ def keys_generate(file: Path = typer.Option(Path(".lepton/keys"), help="key file
     ring = KeyRing.generate(kid)
     ring.write(file)
     console.print(f"wrote {file} (mode 600) with active key id {ring.active!r}")
+
+
+@keys_app.command("x25519")
+def keys_x25519(private: Path = typer.Option(..., help="where to write the subscriber's private key (mode 600)"),
+                rid: str = typer.Option(..., help="recipient id the service will use for this subscriber")) -> None:
+    """Create a subscriber key pair; prints the `rid:public` entry for LEPTON_RECIPIENTS."""
+    import base64  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    from security.recipients import generate_private, public_bytes  # noqa: PLC0415
+
+    if private.exists():
+        console.print(f"[red]{private} exists; refusing to overwrite a private key[/]")
+        raise typer.Exit(2)
+    key = generate_private()
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    private.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(raw).decode() + "\n")
+    print(f"{rid}:{base64.b64encode(public_bytes(key.public_key())).decode()}")
+    console.print(f"private key written to {private}; add the line above to LEPTON_RECIPIENTS on the service")
 
 
 @keys_app.command("rotate")

@@ -31,7 +31,7 @@ from stream.kafka import ensure_topics
 from stream.metrics import parse_prometheus
 from stream.producer import produce, synthetic_events
 from stream.settings import Settings
-from stream.subscriber import SubscribeStats, subscribe
+from stream.subscriber import Opener, SubscribeStats, subscribe
 
 __all__ = ["run_demo", "WorkerProcess"]
 
@@ -141,7 +141,8 @@ def _drive(settings: Settings, bootstrap: str, ring: KeyRing, worker: WorkerProc
     holder: dict[str, SubscribeStats] = {}
     topics = [s.topic_predictions, s.topic_alerts, s.topic_deadletter]
     sub = threading.Thread(target=lambda: holder.setdefault("stats", subscribe(
-        s, bootstrap, ring, topics=topics, on_record=on_record, stop=lambda _: done.is_set())), daemon=True)
+        s, bootstrap, Opener(keyring=ring), topics=topics, on_record=on_record, stop=lambda _: done.is_set())),
+        daemon=True)
     sub.start()
     t0 = time.monotonic()
     produce(s, bootstrap, items, rate=rate, inject_malformed=malformed, seed=seed)

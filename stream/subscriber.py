@@ -20,18 +20,51 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from security.envelope import open_envelope
-from security.errors import EnvelopeError
+from security.errors import EnvelopeError, UnknownKeyError
 from security.keys import KeyRing
+from security.recipients import RECIPIENTS_VERSION, open_for
 from stream.kafka import assigned_consumer
 from stream.settings import Settings
 
-__all__ = ["open_record", "subscribe", "SubscribeStats"]
+__all__ = ["open_record", "Opener", "subscribe", "SubscribeStats"]
 
 
 def open_record(keyring: KeyRing, topic: str, key: bytes | None, value: bytes) -> dict[str, Any]:
-    """Verify, decrypt and parse one sealed record."""
+    """Verify, decrypt and parse one sealed record (symmetric, format version 1)."""
     return json.loads(open_envelope(value, keyring=keyring, topic=topic, key=key))
+
+
+@dataclass
+class Opener:
+    """Everything a subscriber may open records with.
+
+    ``keyring`` opens version-1 envelopes; ``rid`` + ``private_key`` open version-2
+    (per-subscriber) envelopes; ``reload`` re-reads the key ring once when a record names an
+    unknown key id (the service rotated its key).
+    """
+
+    keyring: KeyRing | None = None
+    rid: str | None = None
+    private_key: X25519PrivateKey | None = None
+    reload: Callable[[], KeyRing] | None = None
+
+    def open(self, topic: str, key: bytes | None, value: bytes) -> dict[str, Any]:
+        if value[:1] == bytes([RECIPIENTS_VERSION]):
+            if self.private_key is None or self.rid is None:
+                raise UnknownKeyError("a per-subscriber envelope needs --rid and --private-key")
+            return json.loads(open_for(value, rid=self.rid, private_key=self.private_key, topic=topic, key=key))
+        if self.keyring is None:
+            raise UnknownKeyError("no symmetric keys configured (LEPTON_KEYS or a key file)")
+        try:
+            return open_record(self.keyring, topic, key, value)
+        except UnknownKeyError:
+            if self.reload is None:
+                raise
+            self.keyring = self.reload()
+            return open_record(self.keyring, topic, key, value)
 
 
 @dataclass
@@ -42,13 +75,13 @@ class SubscribeStats:
     latencies_ms: list[float] = field(default_factory=list)
 
 
-def subscribe(settings: Settings, bootstrap: str, keyring: KeyRing | None, *, topics: list[str],
+def subscribe(settings: Settings, bootstrap: str, opener: Opener | None, *, topics: list[str],
               on_record: Callable[[str, dict[str, Any]], None], stop: Callable[[SubscribeStats], bool],
               idle_timeout: float | None = None, poll_ms: int = 200) -> SubscribeStats:
     """Consume ``topics`` from the beginning until ``stop(stats)`` is true (or idle too long).
 
     Sealed topics (predictions, and alerts unless ``encrypt_alerts`` is off) are opened with
-    ``keyring``; with ``keyring=None`` records are passed through as metadata only.
+    ``opener``; with ``opener=None`` records are passed through as metadata only.
     """
     sealed = {settings.topic_predictions} | ({settings.topic_alerts} if settings.encrypt_alerts else set())
     consumer = assigned_consumer(settings, bootstrap, topics)
@@ -65,7 +98,7 @@ def subscribe(settings: Settings, bootstrap: str, keyring: KeyRing | None, *, to
             for tp, msgs in batch.items():
                 for msg in msgs:
                     stats.received[tp.topic] += 1
-                    obj = _decode(msg, tp.topic, sealed, keyring, stats)
+                    obj = _decode(msg, tp.topic, sealed, opener, stats)
                     if obj is not None:
                         on_record(tp.topic, obj)
     finally:
@@ -73,13 +106,13 @@ def subscribe(settings: Settings, bootstrap: str, keyring: KeyRing | None, *, to
     return stats
 
 
-def _decode(msg: Any, topic: str, sealed: set[str], keyring: KeyRing | None,
+def _decode(msg: Any, topic: str, sealed: set[str], opener: Opener | None,
             stats: SubscribeStats) -> dict[str, Any] | None:
     if topic in sealed:
-        if keyring is None:
+        if opener is None:
             return {"sealed": True, "bytes": len(msg.value), "key": (msg.key or b"").decode(errors="replace")}
         try:
-            obj = open_record(keyring, topic, msg.key, msg.value)
+            obj = opener.open(topic, msg.key, msg.value)
         except EnvelopeError as err:
             stats.failed[type(err).__name__] += 1
             return None

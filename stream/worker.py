@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,9 @@ from gnn.errors import EventError
 from gnn.events import EdgeEvent, parse_edge, parse_node
 from gnn.processor import Processor
 from security.envelope import seal
+from security.errors import SecurityError
 from security.keys import KeyRing
+from security.recipients import load_recipients, seal_for
 from stream.metrics import Metrics
 from stream.outputs import alert_record, deadletter_record, prediction_record
 from stream.settings import Settings
@@ -51,10 +54,46 @@ class Pipeline:
     send: Send
     metrics: Metrics = field(default_factory=Metrics)
     batches: int = 0
+    key_file: Path | None = None  # reloaded when it changes, or on SIGHUP
+    recipients: dict[str, Any] | None = None  # X25519 public keys: per-subscriber sealing
+    _key_mtime: int = 0
+
+    def seal(self, plain: bytes, topic: str, key: bytes | None) -> bytes:
+        """Seal with the active symmetric key, or for each configured subscriber's public key."""
+        if self.recipients:
+            return seal_for(plain, recipients=self.recipients, topic=topic, key=key)
+        return seal(plain, keyring=self.keyring, topic=topic, key=key)
+
+    def reload_keys(self) -> None:
+        """Re-read the key file (rotation): later batches seal with its active key."""
+        if self.key_file is None:
+            return
+        try:
+            ring = KeyRing.from_file(self.key_file)
+        except SecurityError as err:  # keep the old ring: never stop sealing
+            log.error("key reload failed, keeping key %r: %s", self.keyring.active, err)
+            self.metrics.inc("key_reload_failures_total", help="key file reloads that failed")
+            return
+        if ring.active != self.keyring.active:
+            log.warning("key rotation: sealing with %r (was %r)", ring.active, self.keyring.active)
+        self.keyring = ring
+        self.metrics.inc("key_reloads_total", help="key file reloads")
+
+    def _maybe_reload(self) -> None:
+        if self.key_file is None:
+            return
+        try:
+            mtime = self.key_file.stat().st_mtime_ns
+        except OSError:
+            return
+        if self._key_mtime and mtime != self._key_mtime:
+            self.reload_keys()
+        self._key_mtime = mtime
 
     async def handle_edges(self, records: list[Record]) -> None:
         """Validate, process and publish one micro-batch; returns once every send is acknowledged."""
         s = self.settings
+        self._maybe_reload()
         t0 = time.perf_counter()
         now = time.time()
         valid: list[EdgeEvent] = []
@@ -74,12 +113,11 @@ class Pipeline:
         for pred in result.predictions:
             key = pred.node.encode()
             plain = prediction_record(pred, model_version=version, batch=self.batches, now=time.time())
-            acks.append(self.send(s.topic_predictions, key,
-                                  seal(plain, keyring=self.keyring, topic=s.topic_predictions, key=key)))
+            acks.append(self.send(s.topic_predictions, key, self.seal(plain, s.topic_predictions, key)))
         for alert in result.alerts:
             key = alert.id.encode()
             plain = alert_record(alert)
-            value = seal(plain, keyring=self.keyring, topic=s.topic_alerts, key=key) if s.encrypt_alerts else plain
+            value = self.seal(plain, s.topic_alerts, key) if s.encrypt_alerts else plain
             acks.append(self.send(s.topic_alerts, key, value))
         t3 = time.perf_counter()
         await asyncio.gather(*acks)
@@ -129,16 +167,20 @@ class Pipeline:
         return self.send(self.settings.topic_deadletter, r.key, value)
 
 
-def load_keyring(settings: Settings) -> tuple[KeyRing, str]:
-    """Keys from ``LEPTON_KEYS``, else the key file (created, mode 600, when missing)."""
+def load_keyring(settings: Settings) -> tuple[KeyRing, Path | None, str]:
+    """Keys from ``LEPTON_KEYS``, else the key file (created, mode 600, when missing).
+
+    Returns the ring, the file to watch for rotation (None for ``LEPTON_KEYS``) and a
+    description of the source for the start-up message.
+    """
     if settings.keys is not None:
-        return KeyRing.parse(settings.keys.get_secret_value()), "LEPTON_KEYS"
-    path = settings.key_file or settings.state_dir / "keys"
-    if not Path(path).exists():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return KeyRing.parse(settings.keys.get_secret_value()), None, "LEPTON_KEYS"
+    path = Path(settings.key_file or settings.state_dir / "keys")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         KeyRing.generate().write(path)
-        return KeyRing.from_file(path), f"{path} (new key generated)"
-    return KeyRing.from_file(path), str(path)
+        return KeyRing.from_file(path), path, f"{path} (new key generated)"
+    return KeyRing.from_file(path), path, str(path)
 
 
 def build_app(settings: Settings, bootstrap: str, pipeline: Pipeline) -> Any:
@@ -180,6 +222,10 @@ def build_app(settings: Settings, bootstrap: str, pipeline: Pipeline) -> Any:
         async for events in stream.take_events(s.max_batch, within=s.batch_window):
             await pipeline.handle_nodes([_record(e) for e in events])
 
+    @app.task
+    async def _on_sighup() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, pipeline.reload_keys)
+
     @app.on_rebalance_complete.connect
     async def _ready(sender: Any, **_: Any) -> None:
         state["ready"] = True
@@ -216,14 +262,20 @@ def run_worker(settings: Settings) -> None:
         print(f"no LEPTON_BOOTSTRAP set: started the embedded Tansu broker at {bootstrap}", flush=True)
     try:
         ensure_topics(s, bootstrap)
-        keyring, source = load_keyring(s)
-        print(f"keys: {len(keyring.ids)} loaded from {source}; sealing with key id {keyring.active!r}", flush=True)
+        keyring, key_file, source = load_keyring(s)
+        recipients = load_recipients(s.recipients) if s.recipients else None
+        if recipients:
+            print(f"sealing for {len(recipients)} subscriber public keys: {sorted(recipients)}", flush=True)
+        else:
+            print(f"keys: {len(keyring.ids)} loaded from {source}; sealing with key id {keyring.active!r}"
+                  + ("; reloaded when the file changes or on SIGHUP" if key_file else ""), flush=True)
         processor = Processor(s.processor_config())
 
         async def _unbound(topic: str, key: bytes | None, value: bytes) -> Any:  # replaced by build_app
             raise RuntimeError("pipeline used before the Faust app was built")
 
-        pipeline = Pipeline(settings=s, processor=processor, keyring=keyring, send=_unbound)
+        pipeline = Pipeline(settings=s, processor=processor, keyring=keyring, send=_unbound, key_file=key_file,
+                            recipients=recipients)
         app = build_app(s, bootstrap, pipeline)
         print(f"worker {s.app_id}: consuming {s.topic_edges} on {bootstrap}; web on http://{s.web_host}:{s.web_port}",
               flush=True)

@@ -29,7 +29,7 @@ import torch
 
 from gnn.errors import GraphError
 
-__all__ = ["DynamicGraph", "CSR", "Applied", "ArcDelta", "normalise_key"]
+__all__ = ["DynamicGraph", "CSR", "Applied", "ArcDelta", "normalise_key", "distinct"]
 
 _COL_BITS = 32
 _COL_MASK = (1 << _COL_BITS) - 1
@@ -176,7 +176,7 @@ class DynamicGraph:
             self._out.add(a_cols, a_rows, a_w, self.n_rows)
         self._edges += created
         return Applied(new_nodes=np.arange(first_new, self.n_rows, dtype=np.int64),
-                       rows_changed=_distinct(a_rows, self.n_rows), degree_changed=_distinct(np.concatenate([src, dst]), self.n_rows),
+                       rows_changed=distinct(a_rows, self.n_rows), degree_changed=distinct(np.concatenate([src, dst]), self.n_rows),
                        added=created, reweighted=grown, removed=0, missing_removes=0, arcs=self._in.last)
 
     def remove_edges(self, src: np.ndarray, dst: np.ndarray) -> Applied:
@@ -188,8 +188,8 @@ class DynamicGraph:
             self._out.remove(a_cols, a_rows)
         self._edges -= removed
         uniq_pairs = len(np.unique(_pair_keys(src, dst, self.directed)))
-        return Applied(new_nodes=np.zeros(0, np.int64), rows_changed=_distinct(a_rows, self.n_rows),
-                       degree_changed=_distinct(np.concatenate([src, dst]), self.n_rows), added=0, reweighted=0,
+        return Applied(new_nodes=np.zeros(0, np.int64), rows_changed=distinct(a_rows, self.n_rows),
+                       degree_changed=distinct(np.concatenate([src, dst]), self.n_rows), added=0, reweighted=0,
                        removed=removed, missing_removes=uniq_pairs - removed, arcs=self._in.last)
 
     def edge_weight(self, src: int, dst: int) -> float:
@@ -304,7 +304,7 @@ class DynamicGraph:
         return self.add_edges(src, dst, weight)
 
 
-def _distinct(ids: np.ndarray, n: int) -> np.ndarray:
+def distinct(ids: np.ndarray, n: int) -> np.ndarray:
     """Sorted distinct ids in [0, n): a mask pass, O(len + n) instead of a sort."""
     if len(ids) < 4096:
         return np.unique(ids)

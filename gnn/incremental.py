@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from gnn.features import NodeFeatures
-from gnn.graph import Applied, DynamicGraph
+from gnn.graph import Applied, DynamicGraph, distinct
 from gnn.kernels import Backend, aggregate, resolve_backend
 from gnn.model import GraphSAGE
 
@@ -67,6 +67,7 @@ class Engine:
         self.model = model.to(self.device).eval()
         self.backend = resolve_backend(backend, self.device)
         self.full_fraction = full_fraction
+        self.dense_fraction = 0.25  # above this share of rows, recompute a layer's output for all rows
         self.prune_eps = prune_eps
         self.h: list[torch.Tensor] = []  # h[0] inputs, h[l] output of layer l
         self.s: list[torch.Tensor] = []  # s[l]: float64 neighbour sums of h[l]
@@ -115,17 +116,21 @@ class Engine:
         parts = [new_nodes] + [c.degree_changed for c in changes]
         if feature_nodes is not None:
             parts.append(np.asarray(feature_nodes, np.int64))
-        rows = _union(parts)
+        rows = _union(parts, n)
         rows = rows[rows > 0]
         vals = torch.from_numpy(self.features.rows(g, rows)).to(self.device)
         stats = UpdateStats()
-        struct = _union([a_r])
+        struct = _union([a_r], n)
         for li in range(self.model.num_layers):
             # rows of layer li+1 to recompute: their own input or their neighbour sum changed
             rows, scattered, full = self._propagate(li, rows, vals, a_r, a_c, coef, struct)
             stats.arcs_per_layer.append(scattered)
             stats.full_layers += int(full)
             stats.rows_per_layer.append(len(rows))
+            if len(rows) > self.dense_fraction * n:  # most rows: contiguous whole-table pass, no gathers
+                rows = np.arange(1, n, dtype=np.int64)
+                vals = self.model.layer(li, self.h[li][1:n], self._agg(li, slice(1, n)))
+                continue
             idx = _t(rows, self.device)
             vals = self.model.layer(li, self.h[li][idx], self._agg(li, idx))
         if len(rows):
@@ -168,7 +173,7 @@ class Engine:
             if self.op == "wmean":
                 upd *= _t(weight[part], dev)[:, None]
             s.index_add_(0, _t(targets[part], dev), upd)
-        nxt = _union([rows, targets, struct])
+        nxt = _union([rows, targets, struct], n)
         return nxt[nxt > 0], len(targets), False
 
     # ---- helpers --------------------------------------------------------------------------
@@ -178,8 +183,8 @@ class Engine:
         if self.op == "sum":
             return s.float()
         d = self.den[idx]
-        safe = torch.where(d == 0, torch.ones_like(d), d)
-        return torch.where((d == 0)[:, None], torch.zeros_like(s), s / safe[:, None]).float()
+        inv = torch.where(d == 0, torch.zeros_like(d), 1.0 / d)  # an empty row aggregates to 0
+        return (s * inv[:, None]).float()
 
     def _full_sums(self, csr, h: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
         """``s`` for every row with one SpMM on the configured kernel backend."""
@@ -238,8 +243,9 @@ def _t(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
 
-def _union(parts: list[np.ndarray]) -> np.ndarray:
+def _union(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """Sorted union of id arrays in [0, n)."""
     parts = [p for p in parts if len(p)]
     if not parts:
         return np.zeros(0, np.int64)
-    return np.unique(np.concatenate(parts).astype(np.int64, copy=False))
+    return distinct(np.concatenate(parts).astype(np.int64, copy=False), n)

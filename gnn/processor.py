@@ -39,6 +39,7 @@ class ProcessorConfig:
     directed: bool = False
     hashed_dim: int = 16
     feature_dim: int = 0
+    degree_features: Literal["log", "bucket", "none"] = "bucket"
     hidden: int = 64
     out: int = 64
     layers: int = 2
@@ -101,7 +102,7 @@ class Processor:
     def __init__(self, config: ProcessorConfig | None = None) -> None:
         self.config = c = config or ProcessorConfig()
         self.graph = DynamicGraph(directed=c.directed)
-        self.features = NodeFeatures(hashed_dim=c.hashed_dim, supplied_dim=c.feature_dim)
+        self.features = NodeFeatures(hashed_dim=c.hashed_dim, supplied_dim=c.feature_dim, degree=c.degree_features)
         model = GraphSAGE(ModelConfig(in_dim=self.features.dim, hidden=c.hidden, out=c.out, layers=c.layers,
                                       aggregator=c.aggregator, seed=c.seed))
         self.engine = Engine(graph=self.graph, features=self.features, model=model, backend=c.backend,

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     aggregator: Literal["sum", "mean", "wmean"] = "mean"
     hashed_dim: int = Field(16, ge=0)
     feature_dim: int = Field(0, ge=0, description="dimension of lepton.nodes features (0 = not used)")
+    degree_features: Literal["log", "bucket", "none"] = Field(
+        "bucket", description="degree inputs: log1p, floor(log2) buckets (cheap exact updates), or none")
     backend: Literal["auto", "dgl", "torch"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     prune_eps: float | None = None
@@ -95,6 +97,7 @@ class Settings(BaseSettings):
 
     def processor_config(self) -> ProcessorConfig:
         return ProcessorConfig(directed=self.directed, hashed_dim=self.hashed_dim, feature_dim=self.feature_dim,
+                               degree_features=self.degree_features,
                                hidden=self.hidden, out=self.embedding_dim, layers=self.layers,
                                aggregator=self.aggregator, backend=self.backend, device=self.resolved_device(),
                                prune_eps=self.prune_eps, top_k=self.top_k, alert_rate=self.alert_rate,

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from security.errors import EnvelopeError, InvalidTagError, TruncatedError, UnknownKeyError, VersionError
 from security.keys import KeyRing
 
-__all__ = ["seal", "open_envelope", "binding", "FORMAT_VERSION", "SCHEMA_VERSION", "NONCE_BYTES", "TAG_BYTES"]
+__all__ = ["seal", "open_envelope", "binding", "check_prefix", "FORMAT_VERSION", "SCHEMA_VERSION", "NONCE_BYTES", "TAG_BYTES"]
 
 FORMAT_VERSION = 1
 SCHEMA_VERSION = 1
@@ -59,12 +59,7 @@ def seal(plaintext: bytes, *, keyring: KeyRing, topic: str, key: bytes | None,
 def open_envelope(data: bytes, *, keyring: KeyRing, topic: str, key: bytes | None,
                   schema: int | None = SCHEMA_VERSION) -> bytes:
     """Verify and decrypt an envelope; raises an :class:`EnvelopeError` subclass on any failure."""
-    if len(data) < 3:
-        raise TruncatedError(f"envelope is {len(data)} bytes; a header alone needs at least 3")
-    if data[0] != FORMAT_VERSION:
-        raise VersionError(f"envelope format version {data[0]} is not supported (this reader knows 1)")
-    if schema is not None and data[1] != schema:
-        raise VersionError(f"plaintext schema version {data[1]} is not the expected {schema}")
+    check_prefix(data, version=FORMAT_VERSION, min_len=3, schema=schema)
     kid_len = data[2]
     if not 1 <= kid_len <= 64:
         raise EnvelopeError(f"key id length {kid_len} is outside 1..64")
@@ -84,6 +79,16 @@ def open_envelope(data: bytes, *, keyring: KeyRing, topic: str, key: bytes | Non
         return AESGCM(secret).decrypt(nonce, data[body + NONCE_BYTES:], _aad(data[:body], topic, key))
     except InvalidTag:
         raise InvalidTagError("authentication failed: tampered bytes, or wrong topic, message key or key") from None
+
+
+def check_prefix(data: bytes, *, version: int, min_len: int, schema: int | None) -> None:
+    """The checks every format version starts with: length, format version, schema version."""
+    if len(data) < min_len:
+        raise TruncatedError(f"envelope is {len(data)} bytes; a version-{version} header needs at least {min_len}")
+    if data[0] != version:
+        raise VersionError(f"envelope format version {data[0]} is not supported here (expected {version})")
+    if schema is not None and data[1] != schema:
+        raise VersionError(f"plaintext schema version {data[1]} is not the expected {schema}")
 
 
 def binding(topic: str, key: bytes | None) -> bytes:

@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from security.envelope import SCHEMA_VERSION, binding
-from security.errors import EnvelopeError, InvalidTagError, KeyRingError, TruncatedError, UnknownKeyError, VersionError
+from security.envelope import SCHEMA_VERSION, binding, check_prefix
+from security.errors import EnvelopeError, InvalidTagError, KeyRingError, TruncatedError, UnknownKeyError
 
 __all__ = ["seal_for", "open_for", "generate_private", "public_bytes", "load_recipients", "load_private",
            "RECIPIENTS_VERSION"]
@@ -70,12 +70,7 @@ def seal_for(plaintext: bytes, *, recipients: Mapping[str, X25519PublicKey], top
 def open_for(data: bytes, *, rid: str, private_key: X25519PrivateKey, topic: str, key: bytes | None,
              schema: int | None = SCHEMA_VERSION) -> bytes:
     """Open a recipients envelope with one subscriber's private key."""
-    if len(data) < 35:
-        raise TruncatedError(f"envelope is {len(data)} bytes; a version-2 header needs at least 35")
-    if data[0] != RECIPIENTS_VERSION:
-        raise VersionError(f"envelope format version {data[0]} is not a recipients envelope (2)")
-    if schema is not None and data[1] != schema:
-        raise VersionError(f"plaintext schema version {data[1]} is not the expected {schema}")
+    check_prefix(data, version=RECIPIENTS_VERSION, min_len=35, schema=schema)
     head, eph_pub, count = data[:35], data[2:34], data[34]
     off, dek = 35, None
     for _ in range(count):

@@ -7,12 +7,13 @@ the flags that override them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gnn.processor import ProcessorConfig
+if TYPE_CHECKING:
+    from gnn.processor import ProcessorConfig
 
 __all__ = ["Settings", "load_settings"]
 
@@ -95,7 +96,9 @@ class Settings(BaseSettings):
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def processor_config(self) -> ProcessorConfig:
+    def processor_config(self) -> "ProcessorConfig":
+        from gnn.processor import ProcessorConfig  # noqa: PLC0415 - keeps torch out of CLI start-up
+
         return ProcessorConfig(directed=self.directed, hashed_dim=self.hashed_dim, feature_dim=self.feature_dim,
                                degree_features=self.degree_features,
                                hidden=self.hidden, out=self.embedding_dim, layers=self.layers,

@@ -17,10 +17,12 @@ __all__ = ["main", "app"]
 
 app = typer.Typer(help="lepton-stream: streaming graph analytics over Kafka.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
+eval_app = typer.Typer(help="Evaluations that print (and write) JSON.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print (and write) JSON.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage the AES-256 key ring used to seal predictions and alerts.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
+app.add_typer(eval_app, name="eval")
 console = Console(stderr=True)
 
 
@@ -234,6 +236,35 @@ def bench_engine(nodes: int = typer.Option(100_000, help="nodes of the power-law
         result = run_bench(nodes=nodes, edges=edges, batch=batch, batches=batches, degree=degree,
                            endpoints=endpoints, prune_eps=prune_eps, device=device,
                            progress=lambda msg: bar.update(task, description=msg))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+
+
+@eval_app.command("linkpred")
+def eval_linkpred(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JSON lines, Parquet)"),
+                  seed: int = typer.Option(0, help="seed of the negative samples"),
+                  degree: str = typer.Option("bucket", help="degree features of the model: log | bucket | none"),
+                  json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
+    """DyGLib protocol (70/15/15 by time, random negatives): AP, AUC, MRR for the model and EdgeBank."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    from gnn.evaluation import EdgeBank, EmbeddingScorer, LinkPredConfig, evaluate_linkpred  # noqa: PLC0415
+    from gnn.io import read_edges  # noqa: PLC0415
+    from gnn.processor import Processor, ProcessorConfig  # noqa: PLC0415
+
+    table = read_edges(dataset)
+    processor = Processor(ProcessorConfig(degree_features=degree, seed=seed))  # type: ignore[arg-type]
+    with Progress(TextColumn("[bold]test batches"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        task = bar.add_task("eval", total=None)
+        res = evaluate_linkpred(table, {"model": EmbeddingScorer(processor), "edgebank": EdgeBank()},
+                                config=LinkPredConfig(seed=seed),
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    result = {"dataset": str(dataset), "edges": len(table), "seed": seed, "protocol": "dyglib-random",
+              "model_version": processor.model_version, "ap": res["model"]["ap"], "auc": res["model"]["auc"],
+              "mrr": res["model"]["mrr"], "edgebank_ap": res["edgebank"]["ap"], "edgebank_auc": res["edgebank"]["auc"],
+              "edgebank_mrr": res["edgebank"]["mrr"], "test_batches": res["model"]["batches"]}
     text = json.dumps(result, indent=2)
     print(text)
     if json_path is not None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 COMMANDS = [[], ["run"], ["demo"], ["broker"], ["produce"], ["subscribe"], ["keys"], ["keys", "generate"],
-            ["keys", "rotate"], ["keys", "list"], ["keys", "x25519"], ["bench"], ["bench", "engine"]]
+            ["keys", "rotate"], ["keys", "list"], ["keys", "x25519"], ["bench"], ["bench", "engine"], ["eval"],
+            ["eval", "linkpred"]]
 
 
 def _lepton(*args: str) -> subprocess.CompletedProcess:

@@ -42,3 +42,16 @@ def test_edgebank_on_uci_is_near_the_published_value() -> None:
 
     out = evaluate_linkpred(read_edges(SHARED / "uci" / "CollegeMsg.txt"), {"edgebank": EdgeBank()})
     assert abs(out["edgebank"]["ap"] - 0.7620) < 0.01 and abs(out["edgebank"]["auc"] - 0.7730) < 0.01
+
+
+@pytest.mark.skipif(not (SHARED / "uci" / "CollegeMsg.txt").exists(), reason="shared datasets not present")
+def test_trained_model_beats_edgebank_on_uci() -> None:
+    from gnn.evaluation import TrainedScorer
+    from gnn.io import read_edges
+    from gnn.processor import Processor
+
+    out = evaluate_linkpred(read_edges(SHARED / "uci" / "CollegeMsg.txt"),
+                            {"model": TrainedScorer(Processor()), "edgebank": EdgeBank()},
+                            config=LinkPredConfig(mrr_negatives=0))
+    assert out["model"]["ap"] >= 0.90 and out["model"]["ap"] > out["edgebank"]["ap"]
+    assert out["model"]["auc"] > out["edgebank"]["auc"]

@@ -171,26 +171,27 @@ class DynamicGraph:
         src, dst, w = self._check(src, dst, weight)
         first_new = self._grow()
         a_rows, a_cols, a_w = self._arcs(src, dst, w)
-        created, grown = self._in.add(a_rows, a_cols, a_w, self.n_rows)
+        created, grown, arcs = self._in.add(a_rows, a_cols, a_w, self.n_rows)
         if self.directed:
             self._out.add(a_cols, a_rows, a_w, self.n_rows)
         self._edges += created
         return Applied(new_nodes=np.arange(first_new, self.n_rows, dtype=np.int64),
-                       rows_changed=distinct(a_rows, self.n_rows), degree_changed=distinct(np.concatenate([src, dst]), self.n_rows),
-                       added=created, reweighted=grown, removed=0, missing_removes=0, arcs=self._in.last)
+                       rows_changed=distinct(a_rows, self.n_rows),
+                       degree_changed=distinct(np.concatenate([src, dst]), self.n_rows),
+                       added=created, reweighted=grown, removed=0, missing_removes=0, arcs=arcs)
 
     def remove_edges(self, src: np.ndarray, dst: np.ndarray) -> Applied:
         """Delete edges ``src[i] -> dst[i]``; missing edges are counted, not errors."""
         src, dst, _ = self._check(src, dst, None)
         a_rows, a_cols, _ = self._arcs(src, dst, np.ones(len(src), np.float32))
-        removed = self._in.remove(a_rows, a_cols)
+        removed, arcs = self._in.remove(a_rows, a_cols)
         if self.directed:
             self._out.remove(a_cols, a_rows)
         self._edges -= removed
         uniq_pairs = len(np.unique(_pair_keys(src, dst, self.directed)))
         return Applied(new_nodes=np.zeros(0, np.int64), rows_changed=distinct(a_rows, self.n_rows),
                        degree_changed=distinct(np.concatenate([src, dst]), self.n_rows), added=0, reweighted=0,
-                       removed=removed, missing_removes=uniq_pairs - removed, arcs=self._in.last)
+                       removed=removed, missing_removes=uniq_pairs - removed, arcs=arcs)
 
     def edge_weight(self, src: int, dst: int) -> float:
         """Weight of ``src -> dst`` (0.0 when absent)."""
@@ -346,7 +347,6 @@ class _Adjacency:
         self.dead = 0
         self.n_rows_seen = 1  # rows covered by ``deg`` (row 0 = null)
         self.deg = np.zeros(1, np.int32)
-        self.last = ArcDelta.empty()  # arcs touched by the latest add/remove
 
     # -- sizes
     def ensure_rows(self, n_rows: int) -> None:
@@ -409,8 +409,8 @@ class _Adjacency:
         return ((row << _COL_BITS) | col) in self.d_key
 
     # -- updates
-    def add(self, rows: np.ndarray, cols: np.ndarray, w: np.ndarray, n_rows: int) -> tuple[int, int]:
-        """Add arcs (duplicates merge by summing weights). Returns (edges created, edges reweighted)."""
+    def add(self, rows: np.ndarray, cols: np.ndarray, w: np.ndarray, n_rows: int) -> tuple[int, int, ArcDelta]:
+        """Add arcs (duplicates merge by summing weights): (edges created, edges reweighted, arcs touched)."""
         self.ensure_rows(n_rows)
         uk, uw = _sum_by_key((rows << _COL_BITS) | cols, w)
         ur, uc = uk >> _COL_BITS, uk & _COL_MASK
@@ -420,8 +420,8 @@ class _Adjacency:
             created = self._add_small(uk, ur, uc, uw)
             np.add.at(self.deg, ur[created], 1)
             self._maybe_compact(n_rows)
-        self.last = ArcDelta(rows=ur, cols=uc, count=created.astype(np.int64), weight=uw.astype(np.float64))
-        return self._edges_of(ur[created], uc[created]), self._edges_of(ur[~created], uc[~created])
+        arcs = ArcDelta(rows=ur, cols=uc, count=created.astype(np.int64), weight=uw.astype(np.float64))
+        return self._edges_of(ur[created], uc[created]), self._edges_of(ur[~created], uc[~created]), arcs
 
     def _add_small(self, uk: np.ndarray, ur: np.ndarray, uc: np.ndarray, uw: np.ndarray) -> np.ndarray:
         """Per-arc path for ordinary batches; returns which arcs were created (vs. reweighted)."""
@@ -453,8 +453,8 @@ class _Adjacency:
         self.d_alive.extend([True] * len(new_at))
         return created
 
-    def remove(self, rows: np.ndarray, cols: np.ndarray) -> int:
-        """Delete arcs; returns how many edges existed."""
+    def remove(self, rows: np.ndarray, cols: np.ndarray) -> tuple[int, ArcDelta]:
+        """Delete arcs: (how many edges existed, arcs touched)."""
         keys = np.unique((rows << _COL_BITS) | cols)
         ur, uc = keys >> _COL_BITS, keys & _COL_MASK
         old_w = np.zeros(len(keys), np.float64)
@@ -475,8 +475,8 @@ class _Adjacency:
                 hit[j] = True
         gr, gc = ur[hit], uc[hit]
         np.subtract.at(self.deg, gr, 1)
-        self.last = ArcDelta(rows=gr, cols=gc, count=-np.ones(len(gr), np.int64), weight=-old_w[hit])
-        return self._edges_of(gr, gc)
+        return self._edges_of(gr, gc), ArcDelta(rows=gr, cols=gc, count=-np.ones(len(gr), np.int64),
+                                                weight=-old_w[hit])
 
     def _edges_of(self, rows: np.ndarray, cols: np.ndarray) -> int:
         return _edge_count(rows, cols) if self.paired else len(rows)

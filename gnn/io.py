@@ -113,8 +113,14 @@ def _read_snap_arrow(p: Path) -> pd.DataFrame | None:
                             parse_options=pv.ParseOptions(delimiter=delim))
     except Exception:  # noqa: BLE001 - irregular file: the pandas path handles it or explains
         return None
-    return table.to_pandas().astype(str) if table.num_columns < 2 else \
-        pd.DataFrame({i: table.column(i).to_numpy() for i in range(table.num_columns)})
+    if table.num_columns < 2:
+        return None
+    df = pd.DataFrame({i: np.array(table.column(i).to_numpy()) for i in range(table.num_columns)})  # own copies
+    del table
+    import pyarrow as pa  # noqa: PLC0415
+
+    pa.default_memory_pool().release_unused()  # arrow's allocator keeps freed pages otherwise
+    return df
 
 
 def _normalise(df: pd.DataFrame, p: Path) -> pd.DataFrame:

@@ -195,10 +195,14 @@ class DynamicGraph:
 
     def edge_weight(self, src: int, dst: int) -> float:
         """Weight of ``src -> dst`` (0.0 when absent)."""
-        return self._in.weight(dst, src)
+        return float(self.edge_lookup(np.array([src]), np.array([dst]))[1][0])
 
     def has_edge(self, src: int, dst: int) -> bool:
-        return self._in.contains(dst, src)
+        return bool(self.edge_lookup(np.array([src]), np.array([dst]))[0][0])
+
+    def edge_lookup(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised (exists, weight) of edges ``src[i] -> dst[i]`` (dense ids)."""
+        return self._in.lookup(dst, src)
 
     # ---- neighbourhoods ------------------------------------------------------------
     def in_neighbors(self, node: int) -> tuple[np.ndarray, np.ndarray]:
@@ -395,18 +399,23 @@ class _Adjacency:
         found[found] = idx[lo[found]] == cols[found]
         return np.where(found, lo, -1)
 
-    def weight(self, row: int, col: int) -> float:
-        pos = self._base_find(np.array([row]), np.array([col]))[0]
-        if pos >= 0 and self.alive[pos]:
-            return float(self.w[pos])
-        d = self.d_key.get((row << _COL_BITS) | col)
-        return float(self.d_w.a[d]) if d is not None else 0.0
-
-    def contains(self, row: int, col: int) -> bool:
-        pos = self._base_find(np.array([row]), np.array([col]))[0]
-        if pos >= 0 and self.alive[pos]:
-            return True
-        return ((row << _COL_BITS) | col) in self.d_key
+    def lookup(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised (exists, weight) of arcs (row, col)."""
+        rows = np.asarray(rows, np.int64)
+        cols = np.asarray(cols, np.int64)
+        pos = self._base_find(rows, cols)
+        hit = pos >= 0
+        hit[hit] = self.alive[pos[hit]]
+        weight = np.zeros(len(rows), np.float64)
+        weight[hit] = self.w[pos[hit]]
+        if self.d_key:
+            get = self.d_key.get
+            for j, k in zip(np.flatnonzero(~hit).tolist(), ((rows[~hit] << _COL_BITS) | cols[~hit]).tolist()):
+                p = get(k)
+                if p is not None:
+                    hit[j] = True
+                    weight[j] = self.d_w.a[p]
+        return hit, weight
 
     # -- updates
     def add(self, rows: np.ndarray, cols: np.ndarray, w: np.ndarray, n_rows: int) -> tuple[int, int, ArcDelta]:

@@ -14,12 +14,14 @@ interaction ``seen × recency``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from gnn.graph import DynamicGraph
 
-__all__ = ["PairFeatures", "LogisticDecoder"]
+__all__ = ["PairFeatures", "LogisticDecoder", "LinkModel"]
 
 
 class PairFeatures:
@@ -39,38 +41,47 @@ class PairFeatures:
             self._last[k] = t
 
     def compute(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray, emb: torch.Tensor) -> np.ndarray:
-        """``[n, len(NAMES)]`` features of pairs (u[i], v[i]) at time ts[i]; 0 ids = unknown nodes."""
+        """``[n, len(NAMES)]`` features of pairs (u[i], v[i]) at time ts[i]; 0 ids = unknown nodes.
+
+        Vectorised: common neighbours come from one sort of (pair, neighbour) keys of both
+        sides, so the cost is the neighbour lists gathered, not a Python loop per pair.
+        """
         g = self.graph
-        n = len(u)
-        out = np.zeros((n, len(self.NAMES)), np.float64)
+        u = np.asarray(u, np.int64)
+        v = np.asarray(v, np.int64)
+        out = np.zeros((len(u), len(self.NAMES)), np.float64)
+        known = np.flatnonzero((u > 0) & (v > 0))
+        if len(known) == 0:
+            return out
+        a, b, t = u[known], v[known], np.asarray(ts, np.float64)[known]
         deg = g.in_degree().astype(np.float64)
+        seen, w = g.edge_lookup(a, b)
         last = self._last
-        keys = _key(u, v).tolist()
-        cache: dict[int, np.ndarray] = {}
-
-        def nbrs(x: int) -> np.ndarray:
-            got = cache.get(x)
-            if got is None:
-                got = cache[x] = g.in_neighbors(x)[0] if x > 0 else np.zeros(0, np.int64)
-            return got
-
-        for i in range(n):
-            a, b = int(u[i]), int(v[i])
-            if a == 0 or b == 0:
-                continue
-            w = g.edge_weight(b, a) if g.has_edge(b, a) else 0.0
-            t_last = last.get(keys[i])
-            rec = float(np.exp(-(ts[i] - t_last) / self.tau)) if t_last is not None else 0.0
-            common = np.intersect1d(nbrs(a), nbrs(b), assume_unique=True)
-            aa = float(np.sum(1.0 / np.log(np.maximum(deg[common], 2.0)))) if len(common) else 0.0
-            out[i, :7] = (w != 0.0, np.log1p(abs(w)), rec, np.log1p(deg[a]), np.log1p(deg[b]),
-                          np.log1p(len(common)), aa)
-            out[i, 8] = out[i, 0] * rec
+        t_last = np.array([last.get(k, np.nan) for k in _key(a, b).tolist()], np.float64)
+        rec = np.where(np.isnan(t_last), 0.0, np.exp(-(t - np.nan_to_num(t_last)) / self.tau))
+        cn, aa = _common_neighbours(g, a, b, deg)
+        f = out[known]
+        f[:, 0], f[:, 1], f[:, 2] = seen, np.log1p(np.abs(w)), rec
+        f[:, 3], f[:, 4], f[:, 5], f[:, 6] = np.log1p(deg[a]), np.log1p(deg[b]), np.log1p(cn), aa
+        f[:, 8] = f[:, 0] * rec
         hn = torch.nn.functional.normalize(emb - emb[1:].mean(0, keepdim=True), dim=1)
-        ui, vi = torch.from_numpy(np.asarray(u, np.int64)), torch.from_numpy(np.asarray(v, np.int64))
-        out[:, 7] = (hn[ui] * hn[vi]).sum(1).cpu().numpy()
-        out[(np.asarray(u) == 0) | (np.asarray(v) == 0), 7] = 0.0
+        f[:, 7] = (hn[torch.from_numpy(a)] * hn[torch.from_numpy(b)]).sum(1).cpu().numpy()
+        out[known] = f
         return out
+
+
+def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair: |N(a) ∩ N(b)| and the Adamic-Adar sum over the common neighbours."""
+    m = len(a)
+    ca, cb = g.in_rows(a), g.in_rows(b)
+    ka = (np.repeat(np.arange(m, dtype=np.int64), np.diff(ca.indptr)) << 32) | ca.indices.astype(np.int64)
+    kb = (np.repeat(np.arange(m, dtype=np.int64), np.diff(cb.indptr)) << 32) | cb.indices.astype(np.int64)
+    keys = np.sort(np.concatenate([ka, kb]))
+    common = keys[1:][keys[1:] == keys[:-1]]  # neighbour lists are duplicate-free: a repeat means "both"
+    pair, nbr = common >> 32, common & 0xFFFFFFFF
+    cn = np.bincount(pair, minlength=m).astype(np.float64)
+    aa = np.bincount(pair, weights=1.0 / np.log(np.maximum(deg[nbr], 2.0)), minlength=m)
+    return cn, aa
 
 
 class LogisticDecoder:
@@ -114,3 +125,60 @@ class LogisticDecoder:
 def _key(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     a, b = np.minimum(u, v).astype(np.int64), np.maximum(u, v).astype(np.int64)
     return (a << 32) | b
+
+
+class LinkModel:
+    """Pair features + a versioned decoder, trained online on the stream's own edges.
+
+    Every inserted edge is featurised *before* insertion (a positive) together with one random
+    pair of the same source (a negative); the latest ``buffer`` samples form the training set.
+    :meth:`training_job` hands out a self-contained fitting closure (run it anywhere, e.g. a
+    background thread); :meth:`install` swaps the fitted decoder in atomically between batches.
+    Until the first fit, pairs are scored by embedding cosine (the untrained decoder).
+    """
+
+    def __init__(self, graph: DynamicGraph, *, buffer: int = 50_000, refit_every: int = 5_000,
+                 min_samples: int = 1_000, temperature: float = 5.0) -> None:
+        self.features = PairFeatures(graph)
+        self.decoder: LogisticDecoder | None = None
+        self.version = "untrained"
+        self.buffer, self.refit_every, self.min_samples = buffer, refit_every, min_samples
+        self.temperature = temperature
+        self._x: list[np.ndarray] = []
+        self._y: list[np.ndarray] = []
+        self._held = 0
+        self._since = 0
+        self._jobs = 0  # fitting closures handed out
+        self._fits = 0
+
+    def score(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray, emb: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, features) of pairs; features are returned for reuse as training samples."""
+        x = self.features.compute(u, v, ts, emb)
+        if self.decoder is None:
+            return 1.0 / (1.0 + np.exp(-self.temperature * x[:, 7])), x
+        return self.decoder.predict(x), x
+
+    def remember(self, x_pos: np.ndarray, x_neg: np.ndarray) -> None:
+        """Add positive / negative samples (features computed before the edges were inserted)."""
+        self._x += [x_pos, x_neg]
+        self._y += [np.ones(len(x_pos)), np.zeros(len(x_neg))]
+        self._held += len(x_pos) + len(x_neg)
+        self._since += len(x_pos)
+        while self._held - len(self._x[0]) >= self.buffer:
+            self._held -= len(self._x.pop(0))
+            self._y.pop(0)
+
+    def training_job(self) -> Callable[[], LogisticDecoder] | None:
+        """A closure that fits a new decoder on a snapshot of the buffer, or None if not due."""
+        if self._held < self.min_samples or (self._jobs and self._since < self.refit_every):
+            return None
+        x, y = np.concatenate(self._x), np.concatenate(self._y)
+        self._since = 0
+        self._jobs += 1
+        return lambda: LogisticDecoder().fit(x, y)
+
+    def install(self, decoder: LogisticDecoder) -> str:
+        """Swap in a fitted decoder; returns the new version."""
+        self._fits += 1
+        self.decoder, self.version = decoder, f"lr-{self._fits}"
+        return self.version

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +30,7 @@ from gnn.graph import Applied, DynamicGraph
 from gnn.incremental import Engine, UpdateStats
 from gnn.kernels import Backend
 from gnn.model import GraphSAGE, ModelConfig
+from gnn.linkpred import LinkModel, LogisticDecoder
 from gnn.predict import LinkScorer
 
 __all__ = ["ProcessorConfig", "Processor", "BatchResult", "Prediction", "Alert"]
@@ -49,6 +51,10 @@ class ProcessorConfig:
     full_fraction: float = 0.1
     prune_eps: float | None = None
     top_k: int = 10
+    candidates: int = 50  # nearest neighbours by embedding, and 2-hop nodes, per touched node
+    hop_fanout: int = 10  # neighbours expanded for the 2-hop candidates
+    refit_every: int = 5_000  # new positive samples between online decoder fits
+    train_buffer: int = 50_000  # most recent training samples kept
     alert_rate: float = 0.002
     alert_warmup: int = 500
     tick_seconds: float = 60.0
@@ -107,14 +113,27 @@ class Processor:
                                       aggregator=c.aggregator, seed=c.seed))
         self.engine = Engine(graph=self.graph, features=self.features, model=model, backend=c.backend,
                              device=c.device, full_fraction=c.full_fraction, prune_eps=c.prune_eps)
-        self.scorer = LinkScorer(version=f"untrained-{c.seed}")
+        self.scorer = LinkScorer(temperature=5.0)
+        self.link = LinkModel(self.graph, buffer=c.train_buffer, refit_every=c.refit_every)
+        self._rng = np.random.default_rng(c.seed)
         self.detector = AnomalyDetector(tick=c.tick_seconds, seed=c.seed)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.scored = 0
 
     @property
     def model_version(self) -> str:
-        return self.scorer.version
+        """Encoder and decoder versions; every output carries it."""
+        return f"sage-{self.config.seed}/{self.link.version}"
+
+    def training_job(self) -> Callable[[], LogisticDecoder] | None:
+        """A decoder-fitting closure when one is due (run it off the hot path), else None."""
+        return self.link.training_job()
+
+    def install(self, decoder: LogisticDecoder) -> str:
+        """Hot-swap a fitted decoder between batches. Embeddings do not depend on the decoder,
+        so the engine's caches stay valid; returns the new model version."""
+        self.link.install(decoder)
+        return self.model_version
 
     def process(self, batch: list[EdgeEvent], now: float, produced_ms: list[int] | None = None) -> BatchResult:
         """Apply one micro-batch; ``produced_ms[i]`` is event i's record timestamp (for latency)."""
@@ -131,11 +150,15 @@ class Processor:
         self.engine.update([])  # embed new nodes before scoring their edges
         h = self.engine.embeddings
         a = np.asarray(adds, np.int64)
-        priors = self.scorer.score_pairs(h, src[a], dst[a])
         ts = np.array([events[i].ts for i in adds], np.float64)
+        priors, x_pos = self.link.score(src[a], dst[a], ts, h)  # prior probability, before insertion
+        if len(a):
+            _, x_neg = self.link.score(src[a], self._rng.integers(1, g.n_rows, len(a)), ts, h)
+            self.link.remember(x_pos, x_neg)  # online training samples
         anomaly = self.detector.score(src[a], dst[a], ts, priors)
         t2 = time.perf_counter()
         changes, missing = self._apply(events, src, dst)
+        self.link.features.observe(src[a], dst[a], ts)
         t3 = time.perf_counter()
         stats = self.engine.update(changes)
         t4 = time.perf_counter()
@@ -145,13 +168,10 @@ class Processor:
             for node in (int(src[i]), int(dst[i])):
                 touched_ts[node] = max(touched_ts.get(node, 0), stamps[i])
         nodes = np.fromiter(touched_ts, np.int64, len(touched_ts))
-        top = self.scorer.topk(self.engine.embeddings, g, nodes, self.config.top_k)
         predictions = []
-        for row, node in enumerate(nodes):
-            keep = top.partners[row] > 0
-            names = g.keys(top.partners[row][keep])
+        for node, partners, probs in self._topk(nodes, now):
             predictions.append(Prediction(node=g.key(int(node)), trigger_ts_ms=touched_ts[int(node)],
-                                          partners=[(n, round(float(p), 6)) for n, p in zip(names, top.probs[row][keep])]))
+                                          partners=[(n, round(float(p), 6)) for n, p in zip(g.keys(partners), probs)]))
         t5 = time.perf_counter()
         alerts = self._alerts([events[i] for i in adds], anomaly.score, anomaly.components)
         self.scored += len(adds)
@@ -207,6 +227,36 @@ class Processor:
                 changes.append(applied)
             i = j
         return changes, missing
+
+    def _topk(self, nodes: np.ndarray, now: float) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Top-k new partners per node: candidates = embedding nearest neighbours ∪ 2-hop
+        neighbourhood (capped), ranked by the link model; current neighbours are excluded."""
+        g, k, h = self.graph, self.config.top_k, self.engine.embeddings
+        if len(nodes) == 0:
+            return []
+        near = self.scorer.topk(h, g, nodes, self.config.candidates).partners
+        hop1 = g.in_rows(nodes)
+        first = [hop1.indices[hop1.indptr[i]:hop1.indptr[i + 1]][: self.config.hop_fanout] for i in range(len(nodes))]
+        hop2 = g.in_rows(np.concatenate(first)) if first else None
+        owner, cs, at = [], [], 0
+        for i, q in enumerate(nodes):
+            two = hop2.indices[hop2.indptr[at]:hop2.indptr[at + len(first[i])]] if hop2 is not None else []
+            at += len(first[i])
+            cand = np.unique(np.concatenate([near[i][near[i] > 0], np.asarray(two, np.int64)[: self.config.candidates]]))
+            cand = cand[cand != q]
+            owner.append(np.full(len(cand), i, np.int64))
+            cs.append(cand)
+        own, c_all = np.concatenate(owner), np.concatenate(cs)
+        exists, _ = g.edge_lookup(nodes[own], c_all)
+        own, c_all = own[~exists], c_all[~exists]
+        probs, _ = self.link.score(nodes[own], c_all, np.full(len(own), now), h)
+        bounds = np.searchsorted(own, np.arange(len(nodes) + 1))  # pairs are grouped by node, in order
+        out = []
+        for i, q in enumerate(nodes):
+            p, c = probs[bounds[i]:bounds[i + 1]], c_all[bounds[i]:bounds[i + 1]]
+            best = np.argsort(-p, kind="stable")[:k]
+            out.append((int(q), c[best], p[best]))
+        return out
 
     def _alerts(self, adds: list[EdgeEvent], score: np.ndarray, comps: dict[str, np.ndarray]) -> list[Alert]:
         if self.scored < self.config.alert_warmup:

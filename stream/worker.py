@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -54,9 +55,28 @@ class Pipeline:
     send: Send
     metrics: Metrics = field(default_factory=Metrics)
     batches: int = 0
+    trainer: ThreadPoolExecutor | None = None  # online decoder fits run here, off the event loop
     key_file: Path | None = None  # reloaded when it changes, or on SIGHUP
     recipients: dict[str, Any] | None = None  # X25519 public keys: per-subscriber sealing
     _key_mtime: int = 0
+    _training: Future | None = None
+
+    def _swap_model(self) -> None:
+        """Install a finished background fit (between batches) and start the next one if due."""
+        fut = self._training
+        if fut is not None and fut.done():
+            self._training = None
+            try:
+                version = self.processor.install(fut.result())
+                self.metrics.inc("model_swaps_total", help="decoder hot swaps")
+                log.info("model swapped: %s", version)
+            except Exception as err:  # noqa: BLE001 - a failed fit keeps the current model
+                log.error("online training failed, keeping %s: %s", self.processor.model_version, err)
+                self.metrics.inc("training_failures_total", help="online fits that failed")
+        if self._training is None and self.trainer is not None:
+            job = self.processor.training_job()
+            if job is not None:
+                self._training = self.trainer.submit(job)
 
     def seal(self, plain: bytes, topic: str, key: bytes | None) -> bytes:
         """Seal with the active symmetric key, or for each configured subscriber's public key."""
@@ -94,6 +114,7 @@ class Pipeline:
         """Validate, process and publish one micro-batch; returns once every send is acknowledged."""
         s = self.settings
         self._maybe_reload()
+        self._swap_model()
         t0 = time.perf_counter()
         now = time.time()
         valid: list[EdgeEvent] = []
@@ -275,7 +296,7 @@ def run_worker(settings: Settings) -> None:
             raise RuntimeError("pipeline used before the Faust app was built")
 
         pipeline = Pipeline(settings=s, processor=processor, keyring=keyring, send=_unbound, key_file=key_file,
-                            recipients=recipients)
+                            recipients=recipients, trainer=ThreadPoolExecutor(1, thread_name_prefix="lepton-train"))
         app = build_app(s, bootstrap, pipeline)
         print(f"worker {s.app_id}: consuming {s.topic_edges} on {bootstrap}; web on http://{s.web_host}:{s.web_port}",
               flush=True)

@@ -60,3 +60,22 @@ def test_predictions_exclude_self_and_neighbours_and_priors_exist() -> None:
         assert 0 < len(pred.partners) <= 3
         assert all(n != pred.node and n not in nbrs for n, _ in pred.partners)
         assert [x for _, x in pred.partners] == sorted((x for _, x in pred.partners), reverse=True)
+
+
+def test_online_training_and_hot_swap_change_the_version_and_keep_state() -> None:
+    from gnn.synthetic import SyntheticConfig, generate
+
+    p = Processor(ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=3, backend="torch", refit_every=400))
+    evs = [EdgeEvent(src=e.value["src"], dst=e.value["dst"], ts=e.value["ts"], op=e.value.get("op", "add"))
+           for e in generate(SyntheticConfig(events=3000, seed=4))]
+    first = p.process(evs[:1500], now=0.0)
+    assert first.predictions and p.model_version.endswith("/untrained")
+    job = p.training_job()
+    assert job is not None and p.training_job() is None  # one snapshot at a time until more data arrives
+    edges_before = p.graph.num_edges
+    version = p.install(job())  # what the worker does from a background thread's result
+    assert version.endswith("/lr-1") and p.graph.num_edges == edges_before
+    second = p.process(evs[1500:], now=1.0)
+    assert second.predictions and all(0 < x <= 1 for pr in second.predictions for _, x in pr.partners)
+    assert (p.engine.embeddings - p.engine.reference()[: p.graph.n_rows]).abs().max() <= 1e-4
+    assert p.training_job() is not None  # 1,500 more positives since the last fit

@@ -58,7 +58,8 @@ class PairFeatures:
         seen, w = g.edge_lookup(a, b)
         last = self._last
         t_last = np.array([last.get(k, np.nan) for k in _key(a, b).tolist()], np.float64)
-        rec = np.where(np.isnan(t_last), 0.0, np.exp(-(t - np.nan_to_num(t_last)) / self.tau))
+        age = np.maximum(t - np.nan_to_num(t_last, nan=-np.inf), 0.0)  # never seen: infinitely old
+        rec = np.exp(-age / self.tau)
         cn, aa = _common_neighbours(g, a, b, deg)
         f = out[known]
         f[:, 0], f[:, 1], f[:, 2] = seen, np.log1p(np.abs(w)), rec
@@ -85,7 +86,12 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
 
 
 class LogisticDecoder:
-    """Standardised logistic regression (L2, full-batch L-BFGS): p = σ(w·z + b)."""
+    """Standardised logistic regression with an L2 penalty, fitted by Newton's method (IRLS).
+
+    A handful of features and up to ~10^5 samples: a few Newton steps in NumPy take
+    milliseconds, need no torch threads (so a background fit does not fight the stream's
+    kernels for cores) and are deterministic.
+    """
 
     def __init__(self, *, l2: float = 1e-3) -> None:
         self.l2 = l2
@@ -98,28 +104,32 @@ class LogisticDecoder:
     def fitted(self) -> bool:
         return self.w is not None
 
-    def fit(self, x: np.ndarray, y: np.ndarray, *, iters: int = 200) -> "LogisticDecoder":
+    def fit(self, x: np.ndarray, y: np.ndarray, *, iters: int = 25, tol: float = 1e-8) -> "LogisticDecoder":
         self.mean, self.std = x.mean(0), x.std(0) + 1e-9
-        z = torch.from_numpy((x - self.mean) / self.std)
-        t = torch.from_numpy(np.asarray(y, np.float64))
-        w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=iters, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, t) + self.l2 * (w * w).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        self.w, self.b = w.detach().numpy(), float(b.detach())
+        z = np.c_[(x - self.mean) / self.std, np.ones(len(x))]
+        y = np.asarray(y, np.float64)
+        beta = np.zeros(z.shape[1])
+        reg = np.full(z.shape[1], self.l2 * len(x))
+        reg[-1] = 0.0  # the intercept is not penalised
+        for _ in range(iters):
+            p = _sigmoid(z @ beta)
+            grad = z.T @ (p - y) + reg * beta
+            hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9 * np.eye(z.shape[1])
+            step = np.linalg.solve(hess, grad)
+            beta -= step
+            if np.abs(step).max() < tol:
+                break
+        self.w, self.b = beta[:-1], float(beta[-1])
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.w is None:
             raise RuntimeError("decoder is not fitted")
-        return 1.0 / (1.0 + np.exp(-(((x - self.mean) / self.std) @ self.w + self.b)))
+        return _sigmoid(((x - self.mean) / self.std) @ self.w + self.b)
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * t))  # overflow-free logistic
 
 
 def _key(u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from gnn.anomaly import AnomalyDetector
 from gnn.events import EdgeEvent, NodeEvent
 from gnn.features import NodeFeatures
-from gnn.graph import Applied, DynamicGraph
+from gnn.graph import CSR, Applied, DynamicGraph
 from gnn.incremental import Engine, UpdateStats
 from gnn.kernels import Backend
 from gnn.model import GraphSAGE, ModelConfig
@@ -51,8 +51,8 @@ class ProcessorConfig:
     full_fraction: float = 0.1
     prune_eps: float | None = None
     top_k: int = 10
-    candidates: int = 50  # nearest neighbours by embedding, and 2-hop nodes, per touched node
-    hop_fanout: int = 10  # neighbours expanded for the 2-hop candidates
+    candidates: int = 20  # nearest neighbours by embedding, and 2-hop nodes, per touched node
+    hop_fanout: int = 5  # neighbours expanded for the 2-hop candidates
     refit_every: int = 5_000  # new positive samples between online decoder fits
     train_buffer: int = 50_000  # most recent training samples kept
     alert_rate: float = 0.002
@@ -231,32 +231,31 @@ class Processor:
     def _topk(self, nodes: np.ndarray, now: float) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Top-k new partners per node: candidates = embedding nearest neighbours ∪ 2-hop
         neighbourhood (capped), ranked by the link model; current neighbours are excluded."""
-        g, k, h = self.graph, self.config.top_k, self.engine.embeddings
+        g, k, c, h = self.graph, self.config.top_k, self.config.candidates, self.engine.embeddings
         if len(nodes) == 0:
             return []
-        near = self.scorer.topk(h, g, nodes, self.config.candidates).partners
+        near = self.scorer.topk(h, g, nodes, c).partners
+        valid = near > 0  # -1 pads rows with fewer candidates than asked for
+        own = [np.repeat(np.arange(len(nodes), dtype=np.int64), near.shape[1])[valid.ravel()]]
+        cand = [near[valid]]
         hop1 = g.in_rows(nodes)
-        first = [hop1.indices[hop1.indptr[i]:hop1.indptr[i + 1]][: self.config.hop_fanout] for i in range(len(nodes))]
-        hop2 = g.in_rows(np.concatenate(first)) if first else None
-        owner, cs, at = [], [], 0
-        for i, q in enumerate(nodes):
-            two = hop2.indices[hop2.indptr[at]:hop2.indptr[at + len(first[i])]] if hop2 is not None else []
-            at += len(first[i])
-            cand = np.unique(np.concatenate([near[i][near[i] > 0], np.asarray(two, np.int64)[: self.config.candidates]]))
-            cand = cand[cand != q]
-            owner.append(np.full(len(cand), i, np.int64))
-            cs.append(cand)
-        own, c_all = np.concatenate(owner), np.concatenate(cs)
-        exists, _ = g.edge_lookup(nodes[own], c_all)
-        own, c_all = own[~exists], c_all[~exists]
-        probs, _ = self.link.score(nodes[own], c_all, np.full(len(own), now), h)
-        bounds = np.searchsorted(own, np.arange(len(nodes) + 1))  # pairs are grouped by node, in order
-        out = []
-        for i, q in enumerate(nodes):
-            p, c = probs[bounds[i]:bounds[i + 1]], c_all[bounds[i]:bounds[i + 1]]
-            best = np.argsort(-p, kind="stable")[:k]
-            out.append((int(q), c[best], p[best]))
-        return out
+        f_own, f_node = _first_per_row(hop1, self.config.hop_fanout)
+        hop2 = g.in_rows(f_node)
+        s_row, s_node = _first_per_row(hop2, max(1, c // max(1, self.config.hop_fanout)))
+        own.append(f_own[s_row])
+        cand.append(s_node)
+        keys = np.unique((np.concatenate(own) << 32) | np.concatenate(cand).astype(np.int64))
+        own_all, c_all = keys >> 32, keys & 0xFFFFFFFF
+        keep = (c_all > 0) & (c_all != nodes[own_all])
+        own_all, c_all = own_all[keep], c_all[keep]
+        exists, _ = g.edge_lookup(nodes[own_all], c_all)
+        own_all, c_all = own_all[~exists], c_all[~exists]
+        probs, _ = self.link.score(nodes[own_all], c_all, np.full(len(own_all), now), h)
+        order = np.lexsort((-probs, own_all))  # by node, best first
+        own_all, c_all, probs = own_all[order], c_all[order], probs[order]
+        bounds = np.searchsorted(own_all, np.arange(len(nodes) + 1))
+        return [(int(q), c_all[bounds[i]:min(bounds[i] + k, bounds[i + 1])],
+                 probs[bounds[i]:min(bounds[i] + k, bounds[i + 1])]) for i, q in enumerate(nodes)]
 
     def _alerts(self, adds: list[EdgeEvent], score: np.ndarray, comps: dict[str, np.ndarray]) -> list[Alert]:
         if self.scored < self.config.alert_warmup:
@@ -273,3 +272,11 @@ class Processor:
                              components={k: round(float(v[i]), 6) for k, v in comps.items()},
                              model_version=self.model_version))
         return out
+
+
+def _first_per_row(csr: CSR, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row index, column) of at most ``cap`` leading entries of every CSR row."""
+    lens = np.minimum(np.diff(csr.indptr), cap)
+    rows = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
+    offs = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+    return rows, csr.indices[csr.indptr[:-1][rows] + offs].astype(np.int64)

@@ -1,10 +1,9 @@
-"""Link scoring and top-k partner search over the engine's embeddings.
+"""Embedding similarity: pair cosine scores and exact matmul top-k nearest neighbours.
 
-The decoder here is the untrained baseline: :math:`p(u, v) = \\sigma(\\tau\\cos(h_u - \\bar h, h_v - \\bar h))`
-with a fixed temperature, :math:`\\bar h` the mean embedding (centring removes the direction
-every node shares, which otherwise makes all cosines close to 1). It ranks by embedding similarity of the live graph (so it
-reflects structure) but its probabilities are not calibrated; the trained decoder of the
-link-prediction work replaces it behind the same two calls.
+:math:`p(u, v) = \\sigma(\\tau\\cos(h_u - \\bar h, h_v - \\bar h))` with :math:`\\bar h` the mean
+embedding (centring removes the direction every node shares, which otherwise makes all
+cosines close to 1). The service uses :meth:`LinkScorer.topk` to generate top-k candidates
+by embedding similarity; the trained link model (:mod:`gnn.linkpred`) ranks them.
 """
 
 from __future__ import annotations

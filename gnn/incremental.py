@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from gnn.features import NodeFeatures
-from gnn.graph import Applied, DynamicGraph, distinct
-from gnn.kernels import Backend, aggregate, resolve_backend
+from gnn.graph import CSR, Applied, DynamicGraph, distinct
+from gnn.kernels import Backend, aggregate, resolve_backend, row_weight_sums
 from gnn.model import GraphSAGE
 
 __all__ = ["Engine", "UpdateStats"]
@@ -112,7 +112,7 @@ class Engine:
         self._known = n
         a_r, a_c, coef = self._arc_changes(changes)
         if len(a_r):
-            self.den.index_add_(0, _t(a_r, self.device), _t(self._den_delta(changes), self.device))
+            self.den.index_add_(0, _t(a_r, self.device), _t(coef, self.device))  # degree or weight sum
         parts = [new_nodes] + [c.degree_changed for c in changes]
         if feature_nodes is not None:
             parts.append(np.asarray(feature_nodes, np.int64))
@@ -186,19 +186,15 @@ class Engine:
         inv = torch.where(d == 0, torch.zeros_like(d), 1.0 / d)  # an empty row aggregates to 0
         return (s * inv[:, None]).float()
 
-    def _full_sums(self, csr, h: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def _full_sums(self, csr: CSR, h: torch.Tensor) -> torch.Tensor:
         """``s`` for every row with one SpMM on the configured kernel backend."""
         out = aggregate(csr, h, "wsum" if self.op == "wmean" else "sum", self.backend).double()
         if out.shape[0] < h.shape[0]:
             out = torch.cat([out, out.new_zeros((h.shape[0] - out.shape[0], out.shape[1]))])
         return out
 
-    def _denominators(self, csr) -> np.ndarray:  # noqa: ANN001
-        if self.op == "wmean":
-            c = np.zeros(csr.nnz + 1, np.float64)
-            np.cumsum(csr.weights, dtype=np.float64, out=c[1:])
-            return c[csr.indptr[1:]] - c[csr.indptr[:-1]]
-        return np.diff(csr.indptr).astype(np.float64)
+    def _denominators(self, csr: CSR) -> np.ndarray:
+        return row_weight_sums(csr) if self.op == "wmean" else np.diff(csr.indptr).astype(np.float64)
 
     def _arc_changes(self, changes: list[Applied]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not changes:
@@ -210,11 +206,6 @@ class Engine:
                                for c in changes])
         keep = coef != 0
         return r[keep], c_[keep], coef[keep]
-
-    def _den_delta(self, changes: list[Applied]) -> np.ndarray:
-        coef = np.concatenate([(c.arcs.weight if self.op == "wmean" else c.arcs.count.astype(np.float64))
-                               for c in changes])
-        return coef[coef != 0]
 
     def _out_arcs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(position in ``rows``, out-neighbour, arc weight) for every out-arc of ``rows``."""

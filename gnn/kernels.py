@@ -28,7 +28,7 @@ import torch
 from gnn.errors import KernelError
 from gnn.graph import CSR
 
-__all__ = ["aggregate", "resolve_backend", "Backend", "Op", "dgl_available"]
+__all__ = ["aggregate", "resolve_backend", "row_weight_sums", "Backend", "Op", "dgl_available"]
 
 Backend = Literal["auto", "dgl", "torch"]
 Op = Literal["sum", "wsum", "mean", "wmean"]
@@ -48,7 +48,7 @@ def aggregate(csr: CSR, x: torch.Tensor, op: Op = "mean", backend: Backend = "au
     out = (_dgl_spmm if name == "dgl" else _torch_spmm)(csr, x, weighted)
     if op in ("sum", "wsum"):
         return out
-    denom = _row_weight_sums(csr) if weighted else np.diff(csr.indptr).astype(np.float64)
+    denom = row_weight_sums(csr) if weighted else np.diff(csr.indptr).astype(np.float64)
     d = torch.from_numpy(denom.astype(np.float32)).to(x.device)
     safe = torch.where(d == 0, torch.ones_like(d), d)
     return torch.where((d == 0)[:, None], torch.zeros_like(out), out / safe[:, None])
@@ -102,7 +102,8 @@ def _dgl_spmm(csr: CSR, x: torch.Tensor, weighted: bool) -> torch.Tensor:
     return dgl.ops.gspmm(g, "copy_lhs", "sum", x, None)
 
 
-def _row_weight_sums(csr: CSR) -> np.ndarray:
+def row_weight_sums(csr: CSR) -> np.ndarray:
+    """Sum of edge weights per row (float64 prefix sums)."""
     c = np.zeros(csr.nnz + 1, np.float64)
     np.cumsum(csr.weights, dtype=np.float64, out=c[1:])
     return c[csr.indptr[1:]] - c[csr.indptr[:-1]]

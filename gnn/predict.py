@@ -30,10 +30,9 @@ class TopK:
 class LinkScorer:
     """Cosine-similarity decoder with exact matmul top-k (chunked)."""
 
-    def __init__(self, *, temperature: float = 5.0, chunk: int = 512, version: str = "untrained-0") -> None:
+    def __init__(self, *, temperature: float = 5.0, chunk: int = 512) -> None:
         self.temperature = temperature
         self.chunk = chunk
-        self.version = version
 
     def score_pairs(self, h: torch.Tensor, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Probability of each (src[i], dst[i]) link from embeddings ``h``."""

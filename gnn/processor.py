@@ -113,7 +113,7 @@ class Processor:
                                       aggregator=c.aggregator, seed=c.seed))
         self.engine = Engine(graph=self.graph, features=self.features, model=model, backend=c.backend,
                              device=c.device, full_fraction=c.full_fraction, prune_eps=c.prune_eps)
-        self.scorer = LinkScorer(temperature=5.0)
+        self.scorer = LinkScorer()
         self.link = LinkModel(self.graph, buffer=c.train_buffer, refit_every=c.refit_every)
         self._rng = np.random.default_rng(c.seed)
         self.detector = AnomalyDetector(tick=c.tick_seconds, seed=c.seed)

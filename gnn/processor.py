@@ -4,10 +4,14 @@ For a micro-batch of validated edge events, in order:
 
 1. drop events whose ``id`` was seen recently (idempotency; counted as ``duplicates``);
 2. create unseen nodes and embed them inductively (so each new edge can be scored);
-3. score every ``add`` *before* inserting it: prior link probability and anomaly score;
+3. score every ``add`` *before* inserting it: prior link probability (also an online training
+   sample for the link model) and anomaly score;
 4. apply the events to the graph, in order (consecutive runs of one ``op`` at a time);
 5. refresh exactly the embeddings the batch changed (:class:`gnn.incremental.Engine`);
 6. top-k new partners for every touched node; alerts for edges above the alert threshold.
+
+Decoder fits are handed out by :meth:`Processor.training_job` and installed with
+:meth:`Processor.install`, so the caller decides where they run (the worker: a thread).
 
 Pure and synchronous: ``now`` is passed in; no Kafka, no clock, no I/O.
 """

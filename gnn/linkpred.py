@@ -180,15 +180,17 @@ class LinkModel:
 
     def training_job(self) -> Callable[[], LogisticDecoder] | None:
         """A closure that fits a new decoder on a snapshot of the buffer, or None if not due."""
-        if self._held < self.min_samples or (self._jobs and self._since < self.refit_every):
+        if self._held < self.min_samples or ((self._jobs or self.decoder is not None) and self._since < self.refit_every):
             return None
         x, y = np.concatenate(self._x), np.concatenate(self._y)
         self._since = 0
         self._jobs += 1
         return lambda: LogisticDecoder().fit(x, y)
 
-    def install(self, decoder: LogisticDecoder) -> str:
-        """Swap in a fitted decoder; returns the new version."""
-        self._fits += 1
-        self.decoder, self.version = decoder, f"lr-{self._fits}"
+    def install(self, decoder: LogisticDecoder, version: str | None = None) -> str:
+        """Swap in a fitted decoder (``version`` names a loaded one); returns the new version."""
+        if version is None:
+            self._fits += 1
+            version = f"lr-{self._fits}"
+        self.decoder, self.version = decoder, version
         return self.version

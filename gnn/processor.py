@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from gnn.anomaly import AnomalyDetector
+from gnn.checkpoint import load_checkpoint, save_checkpoint
 from gnn.events import EdgeEvent, NodeEvent
 from gnn.features import NodeFeatures
 from gnn.graph import CSR, Applied, DynamicGraph
@@ -64,6 +65,7 @@ class ProcessorConfig:
     tick_seconds: float = 60.0
     dedupe_window: int = 1_000_000
     seed: int = 0
+    model_path: str | None = None  # checkpoint to start from (its encoder, features and decoder win)
 
 
 @dataclass(frozen=True)
@@ -112,13 +114,22 @@ class Processor:
     def __init__(self, config: ProcessorConfig | None = None) -> None:
         self.config = c = config or ProcessorConfig()
         self.graph = DynamicGraph(directed=c.directed)
-        self.features = NodeFeatures(hashed_dim=c.hashed_dim, supplied_dim=c.feature_dim, degree=c.degree_features)
-        model = GraphSAGE(ModelConfig(in_dim=self.features.dim, hidden=c.hidden, out=c.out, layers=c.layers,
-                                      aggregator=c.aggregator, seed=c.seed))
+        ckpt = load_checkpoint(c.model_path) if c.model_path else None
+        feats = ckpt["features"] if ckpt else {"hashed_dim": c.hashed_dim, "supplied_dim": c.feature_dim,
+                                                "degree": c.degree_features}
+        self.features = NodeFeatures(**feats)
+        model = GraphSAGE(ckpt.model_config() if ckpt else ModelConfig(
+            in_dim=self.features.dim, hidden=c.hidden, out=c.out, layers=c.layers, aggregator=c.aggregator, seed=c.seed))
+        if ckpt:  # transfer: the checkpoint's encoder weights and decoder
+            model.load_state_dict(ckpt["encoder"]["state"])
+        self.base_version = ckpt.version if ckpt else f"sage-{c.seed}"
         self.engine = Engine(graph=self.graph, features=self.features, model=model, backend=c.backend,
                              device=c.device, full_fraction=c.full_fraction, prune_eps=c.prune_eps)
         self.scorer = LinkScorer()
         self.link = LinkModel(self.graph, buffer=c.train_buffer, refit_every=c.refit_every)
+        decoder = ckpt.decoder() if ckpt else None
+        if decoder is not None:
+            self.link.install(decoder, version="ckpt")
         self._rng = np.random.default_rng(c.seed)
         self.detector = AnomalyDetector(tick=c.tick_seconds, seed=c.seed)
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -127,7 +138,7 @@ class Processor:
     @property
     def model_version(self) -> str:
         """Encoder and decoder versions; every output carries it."""
-        return f"sage-{self.config.seed}/{self.link.version}"
+        return f"{self.base_version}/{self.link.version}"
 
     def training_job(self) -> Callable[[], LogisticDecoder] | None:
         """A decoder-fitting closure when one is due (run it off the hot path), else None."""
@@ -184,6 +195,13 @@ class Processor:
                            missing_removes=missing, priors=priors, update=stats,
                            timings={"graph": (t1 - t0) + (t3 - t2), "score": t2 - t1, "kernels": t4 - t3,
                                     "predict": t5 - t4, "anomaly": t6 - t5})
+
+    def save(self, path: str, meta: dict | None = None) -> str:
+        """Write the encoder and the current decoder as a versioned checkpoint; returns its version."""
+        f = self.features
+        return save_checkpoint(path, config=self.engine.model.config, encoder=self.engine.model,
+                               features={"hashed_dim": f.hashed_dim, "supplied_dim": f.supplied_dim,
+                                         "degree": f.degree}, decoder=self.link.decoder, meta=meta)
 
     def set_node_features(self, events: list[NodeEvent]) -> int:
         """Store supplied features (``lepton.nodes``) and refresh the affected embeddings."""

@@ -42,13 +42,15 @@ def run(bootstrap: Optional[str] = typer.Option(None, help="Kafka bootstrap serv
         backend: Optional[str] = typer.Option(None, help="kernel backend: auto | dgl | torch"),
         top_k: Optional[int] = typer.Option(None, help="predictions per touched node"),
         web_port: Optional[int] = typer.Option(None, help="port of /metrics, /healthz, /readyz"),
+        model: Optional[Path] = typer.Option(None, help="checkpoint from `lepton train` to start from"),
         state_dir: Optional[Path] = typer.Option(None, help="state directory (logs, keys)"),
         log_level: Optional[str] = typer.Option(None, help="debug | info | warn | error")) -> None:
     """Run the worker: consume lepton.edges, publish predictions, alerts and dead letters."""
     from stream.worker import run_worker  # noqa: PLC0415
 
     run_worker(_settings(bootstrap=bootstrap, max_batch=max_batch, batch_window=batch_window, device=device,
-                         backend=backend, top_k=top_k, web_port=web_port, state_dir=state_dir, log_level=log_level))
+                         backend=backend, top_k=top_k, web_port=web_port, state_dir=state_dir, log_level=log_level,
+                         model=model))
 
 
 @app.command()
@@ -240,6 +242,44 @@ def bench_engine(nodes: int = typer.Option(100_000, help="nodes of the power-law
     print(text)
     if json_path is not None:
         json_path.write_text(text + "\n")
+
+
+@app.command()
+def train(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JSON lines, Parquet)"),
+          out: Path = typer.Option(Path(".lepton/model.pt"), help="checkpoint to write"),
+          limit: Optional[int] = typer.Option(None, help="use only the first N edges"),
+          batch: int = typer.Option(2000, help="edges per training batch"),
+          seed: int = typer.Option(0), degree: str = typer.Option("bucket", help="log | bucket | none")) -> None:
+    """Bootstrap a model on an initial graph: stream it, fit the link decoder, write a checkpoint."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    from gnn.events import EdgeEvent  # noqa: PLC0415
+    from gnn.io import read_edges  # noqa: PLC0415
+    from gnn.processor import Processor, ProcessorConfig  # noqa: PLC0415
+
+    table = read_edges(dataset, limit=limit)
+    p = Processor(ProcessorConfig(seed=seed, degree_features=degree))  # type: ignore[arg-type]
+    src, dst, ts, w, op = (table[c].to_numpy() for c in ("src", "dst", "ts", "weight", "op"))
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        task = bar.add_task("train", total=len(table))
+        for lo in range(0, len(table), batch):
+            hi = min(lo + batch, len(table))
+            p.process([EdgeEvent(src=str(src[i]), dst=str(dst[i]), ts=float(ts[i]), weight=float(w[i]), op=op[i])
+                       for i in range(lo, hi)], now=float(ts[hi - 1]))
+            bar.update(task, completed=hi)
+    stream_s = time.perf_counter() - t0
+    job = p.training_job()
+    if job is None:
+        console.print("[red]too few edges to fit a decoder (need at least 500)[/]")
+        raise typer.Exit(2)
+    t1 = time.perf_counter()
+    p.install(job())
+    fit_s = time.perf_counter() - t1
+    meta = {"dataset": str(dataset), "edges": len(table), "nodes": p.graph.num_nodes, "stream_seconds": round(stream_s, 2),
+            "fit_seconds": round(fit_s, 3), "seed": seed}
+    version = p.save(str(out), meta)
+    print(json.dumps({"checkpoint": str(out), "version": version, **meta}, indent=2))
 
 
 @eval_app.command("linkpred")

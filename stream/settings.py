@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     prune_eps: float | None = None
     top_k: int = Field(10, ge=1)
     refit_every: int = Field(5_000, ge=1, description="new edges between online decoder fits (background thread)")
+    model: Path | None = Field(None, description="checkpoint from `lepton train` to start from (transfer)")
     alert_rate: float = Field(0.002, gt=0, lt=1)
     tick_seconds: float = Field(60.0, gt=0)
     seed: int = 0
@@ -104,7 +105,8 @@ class Settings(BaseSettings):
                                degree_features=self.degree_features,
                                hidden=self.hidden, out=self.embedding_dim, layers=self.layers,
                                aggregator=self.aggregator, backend=self.backend, device=self.resolved_device(),
-                               prune_eps=self.prune_eps, top_k=self.top_k, refit_every=self.refit_every, alert_rate=self.alert_rate,
+                               prune_eps=self.prune_eps, top_k=self.top_k, refit_every=self.refit_every,
+                               model_path=str(self.model) if self.model else None, alert_rate=self.alert_rate,
                                tick_seconds=self.tick_seconds, seed=self.seed)
 
     def topics(self) -> dict[str, int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = [[], ["run"], ["demo"], ["broker"], ["produce"], ["subscribe"], ["keys"], ["keys", "generate"],
+COMMANDS = [[], ["run"], ["demo"], ["train"], ["broker"], ["produce"], ["subscribe"], ["keys"], ["keys", "generate"],
             ["keys", "rotate"], ["keys", "list"], ["keys", "x25519"], ["bench"], ["bench", "engine"], ["eval"],
             ["eval", "linkpred"]]
 

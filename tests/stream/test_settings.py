@@ -70,3 +70,10 @@ def _self_signed_ca(tmp: Path) -> Path:
     path = tmp / "ca.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return path
+
+
+def test_model_checkpoint_reaches_the_processor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEPTON_MODEL", "/models/uci.pt")
+    monkeypatch.setenv("LEPTON_REFIT_EVERY", "123")
+    cfg = load_settings().processor_config()
+    assert (cfg.model_path, cfg.refit_every) == ("/models/uci.pt", 123)

@@ -20,6 +20,7 @@ Backends:
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -27,6 +28,9 @@ import torch
 
 from gnn.errors import KernelError
 from gnn.graph import CSR
+
+# torch 2.2 warns on every CSR construction that the API is "beta"; we pin the version and test it.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 __all__ = ["aggregate", "resolve_backend", "row_weight_sums", "Backend", "Op", "dgl_available"]
 

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     keys: SecretStr | None = Field(None, description="kid:base64key[,kid:base64key...]; last is active")
     key_file: Path | None = None
     recipients: str | None = Field(None, description="rid:base64(X25519 public key),...: seal per subscriber")
+    webhooks: SecretStr | None = Field(None, description="name=url|secret,...: operator webhooks for alerts")
     encrypt_alerts: bool = True
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_cafile: Path | None = None

@@ -7,6 +7,7 @@ The agent body stays short — decode → process → seal → send → (offsets
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
@@ -25,6 +26,7 @@ from security.recipients import load_recipients, seal_for
 from stream.metrics import Metrics
 from stream.outputs import alert_record, deadletter_record, prediction_record
 from stream.settings import Settings
+from stream.webhooks import WebhookDelivery, parse_endpoints
 
 __all__ = ["Pipeline", "Record", "build_app", "load_keyring", "run_worker"]
 
@@ -56,10 +58,12 @@ class Pipeline:
     metrics: Metrics = field(default_factory=Metrics)
     batches: int = 0
     trainer: ThreadPoolExecutor | None = None  # online decoder fits run here, off the event loop
+    webhooks: WebhookDelivery | None = None  # operator endpoints; delivery never blocks a batch
     key_file: Path | None = None  # reloaded when it changes, or on SIGHUP
     recipients: dict[str, Any] | None = None  # X25519 public keys: per-subscriber sealing
     _key_mtime: int = 0
     _training: Future | None = None
+    _tasks: set = field(default_factory=set)
 
     def _swap_model(self) -> None:
         """Install a finished background fit (between batches) and start the next one if due."""
@@ -141,6 +145,8 @@ class Pipeline:
             value = self.seal(plain, s.topic_alerts, key) if s.encrypt_alerts else plain
             acks.append(self.send(s.topic_alerts, key, value))
         t3 = time.perf_counter()
+        if self.webhooks is not None and result.alerts:
+            self._background(self._notify([a.to_dict() for a in result.alerts]))
         await asyncio.gather(*acks)
         done = time.time()
         m = self.metrics
@@ -166,6 +172,27 @@ class Pipeline:
             m.inc("stage_seconds_total", secs, help="time spent per pipeline stage", stage=stage)
         for stage, secs in result.timings.items():
             m.inc("stage_seconds_total", secs, stage=stage)
+
+    async def _notify(self, alerts: list[dict]) -> None:
+        hooks = self.webhooks
+        for alert in alerts if hooks is not None else []:
+            await hooks.deliver(alert)
+
+    async def webhook_dead(self, alert: dict, endpoint: str, reason: str) -> None:
+        """An alert a webhook could not take: to the dead-letter topic (it also stays spooled)."""
+        value = deadletter_record(reason="webhook_failed", detail=f"{endpoint}: {reason}", topic=f"webhook:{endpoint}",
+                                  partition=-1, offset=-1, original=json.dumps(alert).encode(), now=time.time())
+        await self.send(self.settings.topic_deadletter, str(alert.get("id", "")).encode(), value)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def webhook_metrics(self) -> None:
+        if self.webhooks is not None:
+            for k, v in self.webhooks.stats.items():
+                self.metrics.set("webhook_deliveries", v, help="webhook deliveries by outcome", outcome=k)
 
     async def handle_nodes(self, records: list[Record]) -> None:
         """Apply ``lepton.nodes`` feature updates; malformed ones go to the dead-letter topic."""
@@ -247,6 +274,12 @@ def build_app(settings: Settings, bootstrap: str, pipeline: Pipeline) -> Any:
     async def _on_sighup() -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, pipeline.reload_keys)
 
+    if pipeline.webhooks is not None:
+        @app.timer(5.0)
+        async def _flush_webhook_spool() -> None:
+            await pipeline.webhooks.flush_spool()  # type: ignore[union-attr]
+            pipeline.webhook_metrics()
+
     @app.on_rebalance_complete.connect
     async def _ready(sender: Any, **_: Any) -> None:
         state["ready"] = True
@@ -297,6 +330,11 @@ def run_worker(settings: Settings) -> None:
 
         pipeline = Pipeline(settings=s, processor=processor, keyring=keyring, send=_unbound, key_file=key_file,
                             recipients=recipients, trainer=ThreadPoolExecutor(1, thread_name_prefix="lepton-train"))
+        if s.webhooks is not None:
+            endpoints = parse_endpoints(s.webhooks.get_secret_value())
+            pipeline.webhooks = WebhookDelivery(endpoints, spool_dir=s.state_dir / "webhook-spool",
+                                                on_dead=pipeline.webhook_dead)
+            print(f"webhooks: {[e.name for e in endpoints]} (spool: {s.state_dir / 'webhook-spool'})", flush=True)
         app = build_app(s, bootstrap, pipeline)
         print(f"worker {s.app_id}: consuming {s.topic_edges} on {bootstrap}; web on http://{s.web_host}:{s.web_port}",
               flush=True)

@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from gnn.anomaly import AnomalyDetector
+from gnn.anomaly import AnomalyDetector, EdgeScores
 from gnn.checkpoint import load_checkpoint, save_checkpoint
 from gnn.events import EdgeEvent, NodeEvent
 from gnn.features import NodeFeatures
@@ -55,7 +55,7 @@ class ProcessorConfig:
     device: str = "cpu"
     full_fraction: float = 0.1
     prune_eps: float | None = None
-    top_k: int = 10
+    top_k: int = 10  # 0 = no predictions (scoring-only runs)
     candidates: int = 20  # nearest neighbours by embedding, and 2-hop nodes, per touched node
     hop_fanout: int = 5  # neighbours expanded for the 2-hop candidates
     refit_every: int = 5_000  # new positive samples between online decoder fits
@@ -105,6 +105,7 @@ class BatchResult:
     missing_removes: int = 0
     priors: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     update: UpdateStats = field(default_factory=UpdateStats)
+    anomaly: EdgeScores | None = None  # per ``add`` event, in batch order: score and components
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -192,7 +193,7 @@ class Processor:
         self.scored += len(adds)
         t6 = time.perf_counter()
         return BatchResult(predictions=predictions, alerts=alerts, applied=len(events), duplicates=dups,
-                           missing_removes=missing, priors=priors, update=stats,
+                           missing_removes=missing, priors=priors, update=stats, anomaly=anomaly,
                            timings={"graph": (t1 - t0) + (t3 - t2), "score": t2 - t1, "kernels": t4 - t3,
                                     "predict": t5 - t4, "anomaly": t6 - t5})
 
@@ -254,7 +255,7 @@ class Processor:
         """Top-k new partners per node: candidates = embedding nearest neighbours ∪ 2-hop
         neighbourhood (capped), ranked by the link model; current neighbours are excluded."""
         g, k, c, h = self.graph, self.config.top_k, self.config.candidates, self.engine.embeddings
-        if len(nodes) == 0:
+        if len(nodes) == 0 or k == 0:  # top_k = 0: scoring only (evaluations)
             return []
         near = self.scorer.topk(h, g, nodes, c).partners
         valid = near > 0  # -1 pads rows with fewer candidates than asked for

@@ -11,7 +11,7 @@ import pytest
 
 COMMANDS = [[], ["run"], ["demo"], ["train"], ["broker"], ["produce"], ["subscribe"], ["keys"], ["keys", "generate"],
             ["keys", "rotate"], ["keys", "list"], ["keys", "x25519"], ["bench"], ["bench", "engine"], ["eval"],
-            ["eval", "linkpred"]]
+            ["eval", "linkpred"], ["eval", "anomaly"]]
 
 
 def _lepton(*args: str) -> subprocess.CompletedProcess:

@@ -62,6 +62,7 @@ class ProcessorConfig:
     train_buffer: int = 50_000  # most recent training samples kept
     alert_rate: float = 0.002
     alert_warmup: int = 500
+    storm_max: int = 50  # more alerting edges than this in one batch: one summary alert instead
     tick_seconds: float = 60.0
     dedupe_window: int = 1_000_000
     seed: int = 0
@@ -251,6 +252,18 @@ class Processor:
             i = j
         return changes, missing
 
+    def _storm(self, events: list[EdgeEvent], scores: np.ndarray) -> Alert:
+        """One summary alert for a batch with more than ``storm_max`` alerting edges."""
+        nodes = [n for e in events for n in (e.src, e.dst)]
+        top = max(set(nodes), key=nodes.count)
+        ids = "|".join(e.id or f"{e.src}|{e.dst}|{e.ts}" for e in events)
+        return Alert(id=hashlib.sha256(f"alert_storm|{ids}".encode()).hexdigest()[:24], kind="alert_storm",
+                     severity="high", score=round(float(scores.max()), 6), src="*", dst="*", node=top,
+                     ts=max(e.ts for e in events),
+                     components={"count": float(len(events)), "distinct_nodes": float(len(set(nodes))),
+                                 "top_node_edges": float(nodes.count(top)), "mean_score": round(float(scores.mean()), 6)},
+                     model_version=self.model_version)
+
     def _topk(self, nodes: np.ndarray, now: float) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Top-k new partners per node: candidates = embedding nearest neighbours ∪ 2-hop
         neighbourhood (capped), ranked by the link model; current neighbours are excluded."""
@@ -284,6 +297,8 @@ class Processor:
         if self.scored < self.config.alert_warmup:
             return []
         hit = np.flatnonzero(score >= 1.0 - self.config.alert_rate)
+        if len(hit) > self.config.storm_max:
+            return [self._storm([adds[int(i)] for i in hit], score[hit])]
         out = []
         for i in hit:
             e = adds[int(i)]

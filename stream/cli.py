@@ -317,7 +317,7 @@ def eval_anomaly(dataset: Path = typer.Option(..., help="edge file; with a `labe
     y = (test["label"].to_numpy() != 0).astype(int)
     out = {"dataset": str(dataset), "protocol": "taddy-injection" if inject is not None else "labelled",
            "inject": inject, "seed": seed, "test_edges": len(test), "anomalies": int(y.sum()),
-           **auc_ap(y, res["score"]), "components": {k: auc_ap(y, res[k]) for k in ("midas", "surprise")},
+           **auc_ap(y, res["score"]), "components": {k: auc_ap(y, res[k]) for k in ("midas", "surprise", "burst")},
            "edges_per_s": round(float(res["edges_per_s"])), "rss_mb": round(psutil.Process().memory_info().rss / 1e6),
            "model_version": p.model_version, "score_mean": round(float(np.mean(res["score"])), 4)}
     text = json.dumps(out, indent=2)

@@ -54,3 +54,16 @@ def test_detector_warms_up_then_scores_in_unit_interval() -> None:
                       rng.uniform(0, 1, 50))
     assert ((out.score >= 0) & (out.score <= 1)).all() and out.score.max() > 0
     assert set(out.components) >= {"midas", "surprise"}
+
+
+def test_node_burst_flags_a_sudden_spike() -> None:
+    from gnn.anomaly import NodeBurst
+
+    nb = NodeBurst(tick=1.0, alpha=0.2)
+    rng = np.random.default_rng(3)
+    for t in range(100):  # every node: about one edge per tick
+        nb.score(rng.integers(1, 50, 25), rng.integers(50, 100, 25), np.full(25, t + 0.5))
+    normal = nb.score(rng.integers(1, 50, 25), rng.integers(50, 100, 25), np.full(25, 100.5))
+    spike = nb.score(np.full(30, 7), rng.integers(50, 100, 30), np.full(30, 100.5))
+    assert spike[-1] > 5 * max(1.0, normal.max()) and spike[0] < spike[-1]  # grows within the tick
+    assert nb._mean.nbytes == nb._var.nbytes  # per-node arrays, no per-edge state

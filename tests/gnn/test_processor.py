@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
@@ -79,3 +81,16 @@ def test_online_training_and_hot_swap_change_the_version_and_keep_state() -> Non
     assert second.predictions and all(0 < x <= 1 for pr in second.predictions for _, x in pr.partners)
     assert (p.engine.embeddings - p.engine.reference()[: p.graph.n_rows]).abs().max() <= 1e-4
     assert p.training_job() is not None  # 1,500 more positives since the last fit
+
+
+def test_alert_storm_becomes_one_summary() -> None:
+    p = Processor(dataclasses.replace(CFG, top_k=0, alert_rate=0.5, storm_max=5, alert_warmup=0))
+    p.detector.warmup = 0  # score from the first edge on (the calibrations still need samples)
+    rng = np.random.default_rng(0)
+    alerts = []
+    for t in range(6):
+        evs = [EdgeEvent(f"n{a}", f"n{b}", float(t * 100 + i)) for i, (a, b) in enumerate(rng.integers(0, 80, (400, 2)))]
+        alerts += p.process(evs, now=0.0).alerts
+    assert alerts and all(a.kind == "alert_storm" for a in alerts)
+    a = alerts[-1]
+    assert a.components["count"] > 5 and a.node is not None and len(a.id) == 24

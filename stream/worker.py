@@ -65,23 +65,6 @@ class Pipeline:
     _training: Future | None = None
     _tasks: set = field(default_factory=set)
 
-    def _swap_model(self) -> None:
-        """Install a finished background fit (between batches) and start the next one if due."""
-        fut = self._training
-        if fut is not None and fut.done():
-            self._training = None
-            try:
-                version = self.processor.install(fut.result())
-                self.metrics.inc("model_swaps_total", help="decoder hot swaps")
-                log.info("model swapped: %s", version)
-            except Exception as err:  # noqa: BLE001 - a failed fit keeps the current model
-                log.error("online training failed, keeping %s: %s", self.processor.model_version, err)
-                self.metrics.inc("training_failures_total", help="online fits that failed")
-        if self._training is None and self.trainer is not None:
-            job = self.processor.training_job()
-            if job is not None:
-                self._training = self.trainer.submit(job)
-
     def seal(self, plain: bytes, topic: str, key: bytes | None) -> bytes:
         """Seal with the active symmetric key, or for each configured subscriber's public key."""
         if self.recipients:
@@ -102,17 +85,6 @@ class Pipeline:
             log.warning("key rotation: sealing with %r (was %r)", ring.active, self.keyring.active)
         self.keyring = ring
         self.metrics.inc("key_reloads_total", help="key file reloads")
-
-    def _maybe_reload(self) -> None:
-        if self.key_file is None:
-            return
-        try:
-            mtime = self.key_file.stat().st_mtime_ns
-        except OSError:
-            return
-        if self._key_mtime and mtime != self._key_mtime:
-            self.reload_keys()
-        self._key_mtime = mtime
 
     async def handle_edges(self, records: list[Record]) -> None:
         """Validate, process and publish one micro-batch; returns once every send is acknowledged."""
@@ -173,21 +145,11 @@ class Pipeline:
         for stage, secs in result.timings.items():
             m.inc("stage_seconds_total", secs, stage=stage)
 
-    async def _notify(self, alerts: list[dict]) -> None:
-        hooks = self.webhooks
-        for alert in alerts if hooks is not None else []:
-            await hooks.deliver(alert)
-
     async def webhook_dead(self, alert: dict, endpoint: str, reason: str) -> None:
         """An alert a webhook could not take: to the dead-letter topic (it also stays spooled)."""
         value = deadletter_record(reason="webhook_failed", detail=f"{endpoint}: {reason}", topic=f"webhook:{endpoint}",
                                   partition=-1, offset=-1, original=json.dumps(alert).encode(), now=time.time())
         await self.send(self.settings.topic_deadletter, str(alert.get("id", "")).encode(), value)
-
-    def _background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def webhook_metrics(self) -> None:
         if self.webhooks is not None:
@@ -207,6 +169,44 @@ class Pipeline:
         await asyncio.gather(*acks)
         self.metrics.inc("node_events_total", len(events), help="node feature events applied")
         self.metrics.inc("events_total", len(acks), outcome="deadlettered")
+
+    async def _notify(self, alerts: list[dict]) -> None:
+        hooks = self.webhooks
+        for alert in alerts if hooks is not None else []:
+            await hooks.deliver(alert)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _swap_model(self) -> None:
+        """Install a finished background fit (between batches) and start the next one if due."""
+        fut = self._training
+        if fut is not None and fut.done():
+            self._training = None
+            try:
+                version = self.processor.install(fut.result())
+                self.metrics.inc("model_swaps_total", help="decoder hot swaps")
+                log.info("model swapped: %s", version)
+            except Exception as err:  # noqa: BLE001 - a failed fit keeps the current model
+                log.error("online training failed, keeping %s: %s", self.processor.model_version, err)
+                self.metrics.inc("training_failures_total", help="online fits that failed")
+        if self._training is None and self.trainer is not None:
+            job = self.processor.training_job()
+            if job is not None:
+                self._training = self.trainer.submit(job)
+
+    def _maybe_reload(self) -> None:
+        if self.key_file is None:
+            return
+        try:
+            mtime = self.key_file.stat().st_mtime_ns
+        except OSError:
+            return
+        if self._key_mtime and mtime != self._key_mtime:
+            self.reload_keys()
+        self._key_mtime = mtime
 
     def _deadletter(self, r: Record, err: EventError, now: float) -> Awaitable[Any]:
         log.info("dead-letter %s[%d]@%d: %s", r.topic, r.partition, r.offset, err)

@@ -304,10 +304,6 @@ class DynamicGraph:
             self._out.ensure_rows(self.n_rows)
         return first
 
-    def bulk_load(self, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None) -> Applied:
-        """Load many edges at once (vectorised; same semantics as :meth:`add_edges`)."""
-        return self.add_edges(src, dst, weight)
-
 
 def distinct(ids: np.ndarray, n: int) -> np.ndarray:
     """Sorted distinct ids in [0, n): a mask pass, O(len + n) instead of a sort."""

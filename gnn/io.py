@@ -1,4 +1,5 @@
-"""Edge files: SNAP whitespace, CSV with a header, JSON lines, Parquet -> one columnar table.
+"""Edge files: SNAP whitespace, CSV with a header, JSON lines, Parquet, MIDAS's DARPA CSV
+(also zipped) -> one columnar table.
 
 Columns of the result: ``src``, ``dst`` (node ids as read: integers or strings), ``ts``
 (float seconds; the row number where the file has none), ``weight`` (float, default 1.0),
@@ -11,6 +12,8 @@ Column names are matched case-insensitively with aliases: ``src|source|from|u``,
 
 from __future__ import annotations
 
+import re
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +25,7 @@ from gnn.graph import DynamicGraph
 
 __all__ = ["read_edges", "bulk_load", "Format"]
 
-Format = Literal["auto", "snap", "csv", "jsonl", "parquet"]
+Format = Literal["auto", "snap", "csv", "jsonl", "parquet", "darpa"]
 _ALIASES = {"src": ("src", "source", "from", "u", "sender"), "dst": ("dst", "target", "to", "v", "receiver"),
             "ts": ("ts", "time", "timestamp", "t", "unix_ts"), "weight": ("weight", "w", "rating"),
             "op": ("op",), "label": ("label",)}
@@ -34,7 +37,9 @@ def read_edges(path: str | Path, fmt: Format = "auto", *, limit: int | None = No
     if not p.exists():
         raise DatasetError(f"edge file {p} does not exist")
     kind = _detect(p) if fmt == "auto" else fmt
-    if kind == "snap":
+    if kind == "darpa":
+        df = _read_darpa(p, limit)
+    elif kind == "snap":
         df = _read_snap(p, limit)
     elif kind == "csv":
         df = _normalise(pd.read_csv(p, nrows=limit, engine="c"), p)
@@ -67,11 +72,38 @@ def _detect(p: Path) -> str:
         return "parquet"
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
+    if name.endswith(".zip"):
+        return "darpa" if _DARPA_TIME.search(_first_line(p)) else "csv"
     with p.open("r", errors="replace") as f:
         first = next((ln for ln in f if ln.strip() and not ln.startswith(("#", "%"))), "")
+    if _DARPA_TIME.search(first):
+        return "darpa"
     if first.lstrip().startswith("{"):
         return "jsonl"
     return "csv" if "," in first else "snap"
+
+
+_DARPA_TIME = re.compile(r"^[^,]+,[^,]+,\d\d/\d\d/\d{4}-\d\d:\d\d,")
+
+
+def _first_line(p: Path) -> str:
+    with zipfile.ZipFile(p) as z, z.open(z.namelist()[0]) as f:
+        return f.readline().decode(errors="replace")
+
+
+def _read_darpa(p: Path, limit: int | None) -> pd.DataFrame:
+    """MIDAS's DARPA layout: ``src,dst,MM/DD/YYYY-HH:MM,label`` without a header (``-`` = normal);
+    plain or as the single CSV inside a zip."""
+    raw = pd.read_csv(p, header=None, names=["src", "dst", "time", "label"], nrows=limit, dtype=str,
+                      compression="zip" if p.suffix.lower() == ".zip" else None)
+    # not calendar dates (the file has days like 07/32): a monotone minute index, in seconds
+    t = raw["time"].str
+    minutes = ((t[0:2].astype(np.int64) * 32 + t[3:5].astype(np.int64)) * 24 + t[11:13].astype(np.int64)) * 60 \
+        + t[14:16].astype(np.int64)
+    ts = minutes * 60
+    return pd.DataFrame({"src": raw["src"].to_numpy(), "dst": raw["dst"].to_numpy(),
+                         "ts": ts.to_numpy(np.float64), "weight": 1.0, "op": "add",
+                         "label": (raw["label"] != "-").astype(np.int64).to_numpy()})
 
 
 def _read_snap(p: Path, limit: int | None) -> pd.DataFrame:

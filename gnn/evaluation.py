@@ -69,47 +69,23 @@ class EmbeddingScorer:
         return self.p.scorer.score_pairs(self.p.engine.embeddings, u, v).astype(np.float64)  # type: ignore[attr-defined]
 
 
-class TrainedScorer:
-    """:class:`EmbeddingScorer` plus pair features and a logistic decoder fitted on the history.
+class TrainedScorer(EmbeddingScorer):
+    """The service's own link model (:class:`gnn.linkpred.LinkModel` inside the processor).
 
-    While the history streams in, each chunk's true edges and as many random pairs (same
-    sources, random known destinations) are featurised *before* the chunk is inserted; the
-    decoder is fitted on the latest ``train_samples`` of them when scoring starts.
+    While the history streams in, the processor featurises every edge before inserting it
+    (against a random pair of the same source), exactly as it does live; when scoring starts
+    the decoder is fitted once on those samples and the pairs are scored by the link model.
     """
 
-    def __init__(self, processor: object, *, seed: int = 0, train_samples: int = 40_000) -> None:
-        from gnn.linkpred import LogisticDecoder, PairFeatures  # noqa: PLC0415
-
-        self.inner = EmbeddingScorer(processor)
-        self.p = processor
-        self.features = PairFeatures(processor.graph)  # type: ignore[attr-defined]
-        self.decoder = LogisticDecoder()
-        self.train_samples = train_samples
-        self._x: list[np.ndarray] = []
-        self._y: list[np.ndarray] = []
-        self._rng = np.random.default_rng(seed)
-
-    def observe(self, src: np.ndarray, dst: np.ndarray, ts: np.ndarray) -> None:
-        g = self.p.graph  # type: ignore[attr-defined]
-        if not self.decoder.fitted and g.num_nodes > 1:
-            u, v = self._ids(src), self._ids(dst)
-            neg = self._rng.integers(1, g.n_rows, len(u))
-            emb = self.p.engine.embeddings  # type: ignore[attr-defined]
-            self._x += [self.features.compute(u, v, ts, emb), self.features.compute(u, neg, ts, emb)]
-            self._y += [np.ones(len(u)), np.zeros(len(u))]
-        self.inner.observe(src, dst, ts)
-        self.features.observe(self._ids(src), self._ids(dst), ts)
-
     def score(self, src: np.ndarray, dst: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        if not self.decoder.fitted:
-            x, y = np.concatenate(self._x)[-self.train_samples:], np.concatenate(self._y)[-self.train_samples:]
-            self.decoder.fit(x, y)
-            self._x, self._y = [], []
-        emb = self.p.engine.embeddings  # type: ignore[attr-defined]
-        return self.decoder.predict(self.features.compute(self._ids(src), self._ids(dst), ts, emb))
-
-    def _ids(self, keys: np.ndarray) -> np.ndarray:
-        return self.p.graph.node_ids([str(x) for x in keys])  # type: ignore[attr-defined]
+        p = self.p
+        if p.link.decoder is None:  # type: ignore[attr-defined]
+            job = p.training_job()  # type: ignore[attr-defined]
+            if job is not None:
+                p.install(job())  # type: ignore[attr-defined]
+        g = p.graph  # type: ignore[attr-defined]
+        u, v = g.node_ids([str(x) for x in src]), g.node_ids([str(x) for x in dst])
+        return p.link.score(u, v, ts, p.engine.embeddings)[0]  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

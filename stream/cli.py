@@ -348,7 +348,7 @@ def eval_linkpred(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, 
     def processor() -> Processor:
         return Processor(ProcessorConfig(degree_features=degree, seed=seed))  # type: ignore[arg-type]
 
-    scorers = {"model": TrainedScorer(processor(), seed=seed), "embedding_only": EmbeddingScorer(processor()),
+    scorers = {"model": TrainedScorer(processor()), "embedding_only": EmbeddingScorer(processor()),
                "edgebank": EdgeBank()}
     t0 = time.perf_counter()
     with Progress(TextColumn("[bold]test batches"), BarColumn(), MofNCompleteColumn(), console=console) as bar:

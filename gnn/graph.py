@@ -267,6 +267,15 @@ class DynamicGraph:
         """An independent deep copy (benchmarks start several engines from one graph)."""
         return copy.deepcopy(self)
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_ids"]  # rebuilt from the key list: halves a snapshot's key payload
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._ids = {k: i for i, k in enumerate(self._keys) if i}
+
     def nbytes(self) -> int:
         """Bytes held by adjacency arrays (excludes the key dictionary)."""
         return self._in.nbytes() + (self._out.nbytes() if self.directed else 0)

@@ -65,6 +65,7 @@ class Engine:
         self.features = features
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.backend_choice = backend
         self.backend = resolve_backend(backend, self.device)
         self.full_fraction = full_fraction
         self.dense_fraction = 0.25  # above this share of rows, recompute a layer's output for all rows
@@ -100,6 +101,16 @@ class Engine:
             out[0] = 0.0
             self.h.append(out)
         self._known = n
+
+    def to(self, device: str) -> "Engine":
+        """Move the model and every cache to ``device`` (a loaded snapshot may run elsewhere)."""
+        self.device = torch.device(device)
+        self.model = self.model.to(self.device)
+        self.backend = resolve_backend(self.backend_choice, self.device)
+        self.h = [t.to(self.device) for t in self.h]
+        self.s = [t.to(self.device) for t in self.s]
+        self.den = self.den.to(self.device)
+        return self
 
     @torch.no_grad()
     def update(self, changes: list[Applied], feature_nodes: np.ndarray | None = None) -> UpdateStats:

@@ -1,7 +1,7 @@
 """Kafka client plumbing: transport-security configs, explicit topic creation, consumers.
 
-One place builds client configuration from :class:`Settings` so the Faust worker and every
-kafka-python client (admin, producer, subscriber) get the same TLS / SASL settings.
+One place builds client configuration from :class:`Settings` so the worker's aiokafka clients
+and every kafka-python client (admin, producer, subscriber) get the same TLS / SASL settings.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from stream.settings import Settings
 
-__all__ = ["kafka_python_config", "faust_credentials", "ensure_topics", "assigned_consumer"]
+__all__ = ["kafka_python_config", "aiokafka_config", "partition_for", "ensure_topics", "assigned_consumer"]
 
 
 def kafka_python_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
@@ -26,23 +26,26 @@ def kafka_python_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if v is not None}
 
 
-def faust_credentials(settings: Settings) -> Any:
-    """``broker_credentials`` for Faust (None for PLAINTEXT)."""
-    import faust  # noqa: PLC0415 - only the worker needs faust
-
+def aiokafka_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """Keyword arguments for aiokafka's clients (the worker's consumers and producer)."""
     proto = settings.security_protocol
-    context = None
+    cfg: dict[str, Any] = {"bootstrap_servers": bootstrap, "security_protocol": proto}
     if proto in ("SSL", "SASL_SSL"):
         context = ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH, cafile=_s(settings.ssl_cafile))
         if settings.ssl_certfile:
             context.load_cert_chain(str(settings.ssl_certfile), _s(settings.ssl_keyfile))
+        cfg["ssl_context"] = context
     if proto.startswith("SASL"):
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
-        return faust.SASLCredentials(username=settings.sasl_username, password=password, ssl_context=context,
-                                     mechanism=settings.sasl_mechanism or "PLAIN")
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
+        cfg.update(sasl_mechanism=settings.sasl_mechanism or "PLAIN", sasl_plain_username=settings.sasl_username,
+                   sasl_plain_password=settings.sasl_password.get_secret_value() if settings.sasl_password else "")
+    return cfg
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partition for a keyed record (murmur2, as the Java client and kafka-python)."""
+    from kafka.partitioner.default import murmur2  # noqa: PLC0415
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def ensure_topics(settings: Settings, bootstrap: str) -> dict[str, int]:

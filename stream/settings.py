@@ -25,7 +25,7 @@ class Settings(BaseSettings):
 
     # broker and topics
     bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset = start the embedded broker")
-    app_id: str = Field("lepton", description="consumer group / Faust application id")
+    app_id: str = Field("lepton", description="consumer group id (workers sharing it split the outputs)")
     topic_edges: str = "lepton.edges"
     topic_nodes: str = "lepton.nodes"
     topic_predictions: str = "lepton.predictions"
@@ -34,11 +34,13 @@ class Settings(BaseSettings):
     edges_partitions: int = Field(4, ge=1)
     output_partitions: int = Field(4, ge=1)
     replication: int = Field(1, ge=1)
-    # consumer-group timing: Faust/aiokafka defaults made the first join take ~23 s on Tansu
+    # consumer-group timing: aiokafka defaults made the first join take ~23 s on Tansu
     session_timeout: float = Field(6.0, gt=0)
     heartbeat_interval: float = Field(1.0, gt=0)
     rebalance_timeout: float = Field(3.0, gt=0)
-    fetch_max_wait_ms: int = Field(50, ge=1, description="longest a fetch waits for data (Faust's own is 1500)")
+    fetch_max_wait_ms: int = Field(50, ge=1, description="longest a fetch waits for data")
+    fetch_partition_bytes: int = Field(1 << 20, ge=1024, description="prefetch bound per partition (backpressure)")
+    linger_ms: int = Field(2, ge=0, description="producer batching delay")
 
     # micro-batching
     max_batch: int = Field(500, ge=1)
@@ -77,6 +79,12 @@ class Settings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+
+    # state and recovery
+    snapshot_events: int = Field(100_000, ge=1, description="snapshot after this many input records ...")
+    snapshot_seconds: float = Field(60.0, gt=0, description="... or this many seconds, whichever first")
+    snapshot_keep: int = Field(2, ge=1, description="snapshots kept in STATE_DIR/snapshots")
+    webhook_inflight: int = Field(64, ge=1, description="background webhook deliveries; beyond: spooled")
 
     # process
     state_dir: Path = Path(".lepton")

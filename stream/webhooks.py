@@ -87,6 +87,11 @@ class WebhookDelivery:
         results = await asyncio.gather(*(self._deliver_one(e, alert, body) for e in self.endpoints))
         return {e.name: r for e, r in zip(self.endpoints, results)}
 
+    async def defer(self, alert: dict, reason: str) -> None:
+        """Spool ``alert`` for every endpoint without trying (the caller is over its in-flight bound)."""
+        for e in self.endpoints:
+            await self._give_up(e, alert, reason)
+
     async def flush_spool(self) -> int:
         """Re-send spooled alerts to endpoints whose breaker lets us try; returns how many went out."""
         sent = 0

@@ -1,7 +1,9 @@
-"""The Faust worker: consume ``lepton.edges`` in micro-batches, call the core, publish outputs.
+"""The worker: consume the input topics in micro-batches, call the core, publish outputs.
 
-The agent body stays short — decode → process → seal → send → (offsets acked by Faust).
-:class:`Pipeline` holds the byte-level work so it is testable without Faust.
+One batch: journal its offsets → decode → ``Processor.process`` → seal → send → await every ack
+→ commit the owned partitions' offsets → (every N events or T seconds) snapshot the state.
+:class:`Pipeline` holds the byte-level work; :class:`Worker` owns the loop, the Kafka clients,
+recovery (newest snapshot + journal replay) and graceful shutdown.
 """
 
 from __future__ import annotations
@@ -16,35 +18,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import hashlib
+
 from gnn.errors import EventError
 from gnn.events import EdgeEvent, parse_edge, parse_node
 from gnn.processor import Processor
+from gnn.snapshot import latest_snapshot, load_snapshot, save_snapshot
 from security.envelope import seal
 from security.errors import SecurityError
 from security.keys import KeyRing
 from security.recipients import load_recipients, seal_for
 from stream.metrics import Metrics
 from stream.outputs import alert_record, deadletter_record, prediction_record
+from stream.journal import Journal
 from stream.settings import Settings
+from stream.source import Batch, Ownership, Record, Source
 from stream.webhooks import WebhookDelivery, parse_endpoints
 
-__all__ = ["Pipeline", "Record", "build_app", "load_keyring", "run_worker"]
+__all__ = ["Pipeline", "Worker", "load_keyring", "run_worker", "prediction_id"]
 
 log = logging.getLogger("lepton.worker")
 
 Send = Callable[[str, bytes | None, bytes], Awaitable[Any]]  # (topic, key, value) -> awaitable ack
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed Kafka record, reduced to what the pipeline needs."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float  # seconds (record CreateTime)
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass
@@ -86,17 +81,25 @@ class Pipeline:
         self.keyring = ring
         self.metrics.inc("key_reloads_total", help="key file reloads")
 
-    async def handle_edges(self, records: list[Record]) -> None:
-        """Validate, process and publish one micro-batch; returns once every send is acknowledged."""
+    async def handle(self, batch: Batch, owns: Callable[[bytes], bool] = lambda _: True) -> int:
+        """Validate, process and publish one micro-batch; returns once every send is acknowledged.
+
+        Node records are applied before edge records. Outputs are published only for keys
+        ``owns`` accepts (scale-out); every worker applies every event. Returns events applied.
+        """
         s = self.settings
         self._maybe_reload()
         self._swap_model()
         t0 = time.perf_counter()
         now = time.time()
+        acks: list[Awaitable[Any]] = []
+        nodes = [r for r in batch.records if r.topic == s.topic_nodes]
+        edges = [r for r in batch.records if r.topic != s.topic_nodes]
+        if nodes:
+            acks += self._apply_nodes(nodes, now)
         valid: list[EdgeEvent] = []
         stamps: list[int] = []
-        acks: list[Awaitable[Any]] = []
-        for r in records:
+        for r in edges:
             try:
                 valid.append(parse_edge(r.value, record_ts=r.timestamp))  # type: ignore[arg-type]
                 stamps.append(int(r.timestamp * 1000))
@@ -107,36 +110,42 @@ class Pipeline:
         t2 = time.perf_counter()
         self.batches += 1
         version = self.processor.model_version
+        published = 0
         for pred in result.predictions:
             key = pred.node.encode()
-            plain = prediction_record(pred, model_version=version, batch=self.batches, now=time.time())
+            if not owns(key):
+                continue
+            plain = prediction_record(pred, pid=prediction_id(batch.id, pred.node), model_version=version,
+                                      batch=batch.id, now=time.time())
             acks.append(self.send(s.topic_predictions, key, self.seal(plain, s.topic_predictions, key)))
-        for alert in result.alerts:
+            published += 1
+        alerts = [a for a in result.alerts if owns(edge_key(a.src, a.dst) if a.node is None else a.node.encode())]
+        for alert in alerts:
             key = alert.id.encode()
             plain = alert_record(alert)
             value = self.seal(plain, s.topic_alerts, key) if s.encrypt_alerts else plain
             acks.append(self.send(s.topic_alerts, key, value))
         t3 = time.perf_counter()
-        if self.webhooks is not None and result.alerts:
-            self._background(self._notify([a.to_dict() for a in result.alerts]))
+        if self.webhooks is not None and alerts:
+            self._queue_webhooks([a.to_dict() for a in alerts])
         await asyncio.gather(*acks)
         done = time.time()
         m = self.metrics
         m.inc("events_total", result.applied, help="input events by outcome", outcome="applied")
         m.inc("events_total", result.duplicates, outcome="duplicate")
-        m.inc("events_total", len(records) - len(valid), outcome="deadlettered")
+        m.inc("events_total", len(edges) - len(valid), outcome="deadlettered")
         m.inc("removes_missing_total", result.missing_removes, help="removes of edges that did not exist")
         m.inc("batches_total", help="micro-batches processed")
-        m.inc("predictions_total", len(result.predictions), help="prediction messages published")
-        m.inc("alerts_total", len(result.alerts), help="alert messages published")
+        m.inc("predictions_total", published, help="prediction messages published")
+        m.inc("alerts_total", len(alerts), help="alert messages published")
         m.inc("rows_reembedded_total", result.update.rows_recomputed, help="embedding rows recomputed")
         m.set("graph_nodes", self.processor.graph.num_nodes, help="nodes in the live graph")
         m.set("graph_edges", self.processor.graph.num_edges, help="edges in the live graph")
-        m.set("batch_size", len(records), help="size of the last micro-batch")
+        m.set("batch_size", len(batch.records), help="size of the last micro-batch")
         m.set("model_info", 1, help="model version in use", version=version)
         m.observe("batch_latency_seconds", done - now, help="batch received -> outputs acknowledged")
-        if records:
-            m.observe("receive_delay_seconds", now - records[-1].timestamp,
+        if edges:
+            m.observe("receive_delay_seconds", now - edges[-1].timestamp,
                       help="newest record of a batch: produced -> received by the worker")
         for ts_ms in stamps:
             m.observe("event_latency_seconds", done - ts_ms / 1000.0, help="event produced -> outputs acknowledged")
@@ -144,6 +153,7 @@ class Pipeline:
             m.inc("stage_seconds_total", secs, help="time spent per pipeline stage", stage=stage)
         for stage, secs in result.timings.items():
             m.inc("stage_seconds_total", secs, stage=stage)
+        return result.applied
 
     async def webhook_dead(self, alert: dict, endpoint: str, reason: str) -> None:
         """An alert a webhook could not take: to the dead-letter topic (it also stays spooled)."""
@@ -156,24 +166,22 @@ class Pipeline:
             for k, v in self.webhooks.stats.items():
                 self.metrics.set("webhook_deliveries", v, help="webhook deliveries by outcome", outcome=k)
 
-    async def handle_nodes(self, records: list[Record]) -> None:
-        """Apply ``lepton.nodes`` feature updates; malformed ones go to the dead-letter topic."""
-        events, acks = [], []
-        now = time.time()
-        for r in records:
-            try:
-                events.append(parse_node(r.value, dim=self.settings.feature_dim, record_ts=r.timestamp))  # type: ignore[arg-type]
-            except EventError as err:
-                acks.append(self._deadletter(r, err, now))
-        self.processor.set_node_features(events)
-        await asyncio.gather(*acks)
-        self.metrics.inc("node_events_total", len(events), help="node feature events applied")
-        self.metrics.inc("events_total", len(acks), outcome="deadlettered")
-
     async def _notify(self, alerts: list[dict]) -> None:
         hooks = self.webhooks
         for alert in alerts if hooks is not None else []:
             await hooks.deliver(alert)
+
+    def _queue_webhooks(self, alerts: list[dict]) -> None:
+        """Deliver in the background; beyond ``webhook_inflight`` tasks, spool instead (bounded memory)."""
+        if len(self._tasks) < self.settings.webhook_inflight:
+            self._background(self._notify(alerts))
+        else:
+            self.metrics.inc("webhook_deferred_total", len(alerts), help="alerts spooled because delivery was saturated")
+            self._background(self._defer(alerts))
+
+    async def _defer(self, alerts: list[dict]) -> None:
+        for alert in alerts:
+            await self.webhooks.defer(alert, "delivery saturated")  # type: ignore[union-attr]
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -208,6 +216,19 @@ class Pipeline:
             self.reload_keys()
         self._key_mtime = mtime
 
+    def _apply_nodes(self, records: list[Record], now: float) -> list[Awaitable[Any]]:
+        """Apply ``lepton.nodes`` feature updates; malformed ones go to the dead-letter topic."""
+        events, acks = [], []
+        for r in records:
+            try:
+                events.append(parse_node(r.value, dim=self.settings.feature_dim, record_ts=r.timestamp))  # type: ignore[arg-type]
+            except EventError as err:
+                acks.append(self._deadletter(r, err, now))
+        self.processor.set_node_features(events)
+        self.metrics.inc("node_events_total", len(events), help="node feature events applied")
+        self.metrics.inc("events_total", len(acks), outcome="deadlettered")
+        return acks
+
     def _deadletter(self, r: Record, err: EventError, now: float) -> Awaitable[Any]:
         log.info("dead-letter %s[%d]@%d: %s", r.topic, r.partition, r.offset, err)
         value = deadletter_record(reason=err.reason, detail=err.detail, topic=r.topic, partition=r.partition,
@@ -231,83 +252,175 @@ def load_keyring(settings: Settings) -> tuple[KeyRing, Path | None, str]:
     return KeyRing.from_file(path), path, str(path)
 
 
-def build_app(settings: Settings, bootstrap: str, pipeline: Pipeline) -> Any:
-    """The Faust application: two agents, the web pages, tuned consumer-group timing."""
-    import faust  # noqa: PLC0415 - keep faust out of the core's import graph
+@dataclass
+class Worker:
+    """The service loop around :class:`Pipeline`: recovery, batching, commits, snapshots, shutdown."""
 
-    from stream.kafka import faust_credentials  # noqa: PLC0415
-    from stream.transport import SCHEME, set_fetch_max_wait_ms  # noqa: PLC0415
+    settings: Settings
+    bootstrap: str
+    pipeline: Pipeline
+    source: Source | None = None
+    ownership: Ownership | None = None
+    journal: Journal | None = None
+    ready: bool = False
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    totals: dict[str, int] = field(default_factory=lambda: {"applied": 0, "batches": 0, "records": 0})
+    snapshot_info: dict[str, Any] = field(default_factory=dict)
+    _since_snapshot: int = 0
+    _snapshot_at: float = field(default_factory=time.monotonic)
+    _producer: Any = None
 
-    s = settings
-    set_fetch_max_wait_ms(s.fetch_max_wait_ms)
-    app = faust.App(
-        s.app_id, broker=f"{SCHEME}://{bootstrap}", store="memory://", datadir=str(s.state_dir / "faust"),
-        web_enabled=True, web_bind=s.web_host, web_port=s.web_port, web_host=s.web_host,
-        topic_replication_factor=s.replication, topic_partitions=s.edges_partitions, topic_disable_leader=True,
-        topic_allow_declare=False, consumer_auto_offset_reset="earliest", broker_credentials=faust_credentials(s),
-        broker_session_timeout=s.session_timeout, broker_heartbeat_interval=s.heartbeat_interval,
-        broker_rebalance_timeout=s.rebalance_timeout, producer_acks=-1, stream_wait_empty=False,
-    )
-    state = {"ready": False}
-    out_topics = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
-                  for name in (s.topic_predictions, s.topic_alerts, s.topic_deadletter)}
+    @property
+    def snapshots(self) -> Path:
+        return self.settings.state_dir / "snapshots"
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
-        fut = await out_topics[topic].send(key=key, value=value)
-        return await fut
+    async def run(self) -> None:
+        """Recover, then process batches until :attr:`stopping` is set; then drain and snapshot."""
+        s = self.settings
+        offsets = self._recover()
+        await self._start_producer()
+        self.source = Source(s, self.bootstrap, [s.topic_edges, s.topic_nodes])
+        await self.source.start(offsets)
+        self.ownership = Ownership(s, self.bootstrap, s.topic_edges, s.edges_partitions)
+        await self.ownership.start(timeout=max(30.0, 5 * s.rebalance_timeout))
+        self.journal = Journal(s.state_dir / "journal.jsonl")
+        try:
+            replayed = 0
+            for end in self.journal.pending(offsets):  # batches cut before the crash, re-cut identically
+                await self._process(await self.source.take_until(end), journal=False)
+                replayed += 1
+            if replayed:
+                log.warning("replayed %d journaled batches after the snapshot", replayed)
+            self.ready = True
+            while not self.stopping.is_set():
+                batch = await self.source.batch(s.max_batch, s.batch_window)
+                if batch is not None and batch.records:
+                    await self._process(batch)
+                self._maybe_snapshot()
+                await self._gauges()
+        finally:
+            self.ready = False
+            await self._shutdown()
 
-    pipeline.send = send
-    edges = app.topic(s.topic_edges, key_serializer="raw", value_serializer="raw")
-    nodes = app.topic(s.topic_nodes, key_serializer="raw", value_serializer="raw")
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM / SIGINT): finish the batch in hand, publish, snapshot, commit."""
+        log.warning("stopping: finishing the current batch")
+        self.stopping.set()
 
-    @app.agent(edges)
-    async def edge_agent(stream: Any) -> None:
-        async for events in stream.take_events(s.max_batch, within=s.batch_window):
-            await pipeline.handle_edges([_record(e) for e in events])
+    def snapshot(self) -> Path:
+        """Write a snapshot of the state at the current input positions; empties the journal."""
+        assert self.source is not None
+        t0 = time.perf_counter()
+        path = save_snapshot(self.pipeline.processor, self.snapshots,
+                             meta={"offsets": self.source.positions, "totals": dict(self.totals)},
+                             keep=self.settings.snapshot_keep)
+        if self.journal is not None:
+            self.journal.reset()
+        secs = time.perf_counter() - t0
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        self.snapshot_info = {"path": str(path), "seconds": round(secs, 3), "bytes": size}
+        m = self.pipeline.metrics
+        m.inc("snapshots_total", help="state snapshots written")
+        m.set("snapshot_seconds", secs, help="duration of the last snapshot")
+        m.set("snapshot_bytes", size, help="size of the last snapshot")
+        self._since_snapshot, self._snapshot_at = 0, time.monotonic()
+        return path
 
-    @app.agent(nodes)
-    async def node_agent(stream: Any) -> None:
-        async for events in stream.take_events(s.max_batch, within=s.batch_window):
-            await pipeline.handle_nodes([_record(e) for e in events])
+    # ---- helpers ------------------------------------------------------------------------------
+    def _recover(self) -> dict[str, int]:
+        """Load the newest snapshot into the pipeline; returns its input offsets ({} = from the start)."""
+        latest = latest_snapshot(self.snapshots)
+        if latest is None:
+            return {}
+        t0 = time.perf_counter()
+        processor, meta = load_snapshot(latest, device=self.settings.resolved_device())
+        self.pipeline.processor = processor
+        self.totals.update(meta.get("totals", {}))
+        log.warning("restored %s in %.2fs: %s", latest, time.perf_counter() - t0, meta["summary"])
+        print(f"restored snapshot {latest.name}: {meta['summary']['nodes']} nodes, {meta['summary']['edges']} edges",
+              flush=True)
+        return {k: int(v) for k, v in meta.get("offsets", {}).items()}
 
-    @app.task
-    async def _on_sighup() -> None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, pipeline.reload_keys)
+    async def _process(self, batch: Batch, journal: bool = True) -> None:
+        assert self.ownership is not None and self.journal is not None
+        if journal:
+            self.journal.append(batch)
+        applied = await self.pipeline.handle(batch, owns=self.ownership.owns)
+        await self.ownership.commit(batch.end)  # outputs are acknowledged: mark them done
+        self.totals["applied"] += applied
+        self.totals["batches"] += 1
+        self.totals["records"] += len(batch.records)
+        self._since_snapshot += len(batch.records)
 
-    if pipeline.webhooks is not None:
-        @app.timer(5.0)
-        async def _flush_webhook_spool() -> None:
-            await pipeline.webhooks.flush_spool()  # type: ignore[union-attr]
-            pipeline.webhook_metrics()
+    def _maybe_snapshot(self) -> None:
+        s = self.settings
+        if self._since_snapshot and (self._since_snapshot >= s.snapshot_events
+                                     or time.monotonic() - self._snapshot_at >= s.snapshot_seconds):
+            self.snapshot()
 
-    @app.on_rebalance_complete.connect
-    async def _ready(sender: Any, **_: Any) -> None:
-        state["ready"] = True
+    async def _gauges(self) -> None:
+        assert self.source is not None and self.ownership is not None
+        m = self.pipeline.metrics
+        for key, lag in (await self.source.lag()).items():
+            topic, _, part = key.rpartition(":")
+            m.set("consumer_lag", lag, help="records not yet processed, per input partition", topic=topic,
+                  partition=part)
+        m.set("owned_partitions", len(self.ownership.owned), help="edge partitions this worker publishes for")
+        self.pipeline.webhook_metrics()
 
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        return web.text(pipeline.metrics.render(), content_type="text/plain; version=0.0.4")
+    async def _start_producer(self) -> None:
+        from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
+        from stream.kafka import aiokafka_config  # noqa: PLC0415
 
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        return web.json({"ready": state["ready"]}, status=200 if state["ready"] else 503)
+        s = self.settings
+        self._producer = AIOKafkaProducer(**aiokafka_config(s, self.bootstrap), acks="all", linger_ms=s.linger_ms,
+                                          client_id=f"{s.app_id}-producer")
+        await self._producer.start()
 
-    return app
+        async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+            return await (await self._producer.send(topic, value=value, key=key))
+
+        self.pipeline.send = send
+
+    async def _shutdown(self) -> None:
+        """Publish what is in flight, snapshot, commit, close the clients."""
+        p = self.pipeline
+        if p._tasks:
+            await asyncio.wait(list(p._tasks), timeout=3.0)
+        if self.source is not None and self._since_snapshot:
+            self.snapshot()
+        for closer in (self.ownership, self.source):
+            if closer is not None:
+                await closer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        if p.webhooks is not None:
+            await p.webhooks.close()
+        if self.journal is not None:
+            self.journal.close()
+
+
+def prediction_id(batch_id: str, node: str) -> str:
+    """Deterministic id of a prediction: the batch's offsets and the node (replays repeat it)."""
+    return hashlib.sha256(f"{batch_id}|{node}".encode()).hexdigest()[:24]
+
+
+def edge_key(src: str, dst: str) -> bytes:
+    """The unordered pair, as the producer keys edge records (see ``stream.producer.edge_key``)."""
+    a, b = sorted((src, dst))
+    return f"{a}|{b}".encode()
 
 
 def run_worker(settings: Settings) -> None:
-    """``lepton run``: start the embedded broker if none is configured, create topics, run Faust."""
-    import faust  # noqa: PLC0415
-
+    """``lepton run``: start the embedded broker if none is configured, create topics, run the loop."""
     from stream.broker import EmbeddedBroker  # noqa: PLC0415
     from stream.kafka import ensure_topics  # noqa: PLC0415
 
     s = settings
     s.state_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=s.log_level.upper().replace("WARN", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     broker = None
     bootstrap = s.bootstrap
     if bootstrap is None:
@@ -323,28 +436,48 @@ def run_worker(settings: Settings) -> None:
         else:
             print(f"keys: {len(keyring.ids)} loaded from {source}; sealing with key id {keyring.active!r}"
                   + ("; reloaded when the file changes or on SIGHUP" if key_file else ""), flush=True)
-        processor = Processor(s.processor_config())
 
-        async def _unbound(topic: str, key: bytes | None, value: bytes) -> Any:  # replaced by build_app
-            raise RuntimeError("pipeline used before the Faust app was built")
+        async def _unbound(topic: str, key: bytes | None, value: bytes) -> Any:  # replaced when the producer starts
+            raise RuntimeError("pipeline used before the producer started")
 
-        pipeline = Pipeline(settings=s, processor=processor, keyring=keyring, send=_unbound, key_file=key_file,
-                            recipients=recipients, trainer=ThreadPoolExecutor(1, thread_name_prefix="lepton-train"))
+        pipeline = Pipeline(settings=s, processor=Processor(s.processor_config()), keyring=keyring, send=_unbound,
+                            key_file=key_file, recipients=recipients,
+                            trainer=ThreadPoolExecutor(1, thread_name_prefix="lepton-train"))
         if s.webhooks is not None:
             endpoints = parse_endpoints(s.webhooks.get_secret_value())
             pipeline.webhooks = WebhookDelivery(endpoints, spool_dir=s.state_dir / "webhook-spool",
                                                 on_dead=pipeline.webhook_dead)
             print(f"webhooks: {[e.name for e in endpoints]} (spool: {s.state_dir / 'webhook-spool'})", flush=True)
-        app = build_app(s, bootstrap, pipeline)
         print(f"worker {s.app_id}: consuming {s.topic_edges} on {bootstrap}; web on http://{s.web_host}:{s.web_port}",
               flush=True)
-        faust.Worker(app, loglevel=s.log_level, quiet=True).execute_from_commandline()
+        asyncio.run(_serve(Worker(settings=s, bootstrap=bootstrap, pipeline=pipeline)))
     finally:
         if broker is not None:
             broker.stop()
 
 
-def _record(event: Any) -> Record:
-    m = event.message
-    return Record(topic=m.topic, partition=m.partition, offset=m.offset, timestamp=float(m.timestamp),
-                  key=m.key, value=m.value)
+async def _serve(worker: Worker) -> None:
+    """Run the worker with its web server, signal handlers and timers until it stops."""
+    from stream.web import start_web  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    loop.add_signal_handler(signal.SIGHUP, worker.pipeline.reload_keys)
+    runner = await start_web(worker)
+    spool = asyncio.ensure_future(_flush_spool(worker.pipeline)) if worker.pipeline.webhooks else None
+    try:
+        await worker.run()
+    finally:
+        if spool is not None:
+            spool.cancel()
+        await runner.cleanup()
+        if worker.pipeline.trainer is not None:
+            worker.pipeline.trainer.shutdown(wait=False, cancel_futures=True)
+    print("worker stopped cleanly", flush=True)
+
+
+async def _flush_spool(pipeline: Pipeline) -> None:
+    while True:
+        await asyncio.sleep(5.0)
+        await pipeline.webhooks.flush_spool()  # type: ignore[union-attr]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from stream.kafka import faust_credentials, kafka_python_config
+from stream.kafka import aiokafka_config, kafka_python_config, partition_for
 from stream.settings import Settings, load_settings
 
 
@@ -41,15 +41,15 @@ def test_sasl_scram_over_tls_reaches_both_clients(tmp_path: Path) -> None:
     assert cfg["security_protocol"] == "SASL_SSL" and cfg["sasl_mechanism"] == "SCRAM-SHA-512"
     assert cfg["sasl_plain_username"] == "svc" and cfg["sasl_plain_password"] == "pw"
     assert cfg["ssl_cafile"] == str(ca)
-    creds = faust_credentials(s)
-    assert creds.username == "svc" and creds.password == "pw"
-    assert str(creds.mechanism.value) == "SCRAM-SHA-512"
-    assert isinstance(creds.ssl_context, ssl.SSLContext)
+    aio = aiokafka_config(s, "broker:9093")
+    assert aio["sasl_plain_username"] == "svc" and aio["sasl_plain_password"] == "pw"
+    assert aio["sasl_mechanism"] == "SCRAM-SHA-512" and aio["security_protocol"] == "SASL_SSL"
+    assert isinstance(aio["ssl_context"], ssl.SSLContext)
 
 
 def test_plaintext_has_no_credentials() -> None:
     s = Settings()
-    assert faust_credentials(s) is None
+    assert aiokafka_config(s, "h:1") == {"bootstrap_servers": "h:1", "security_protocol": "PLAINTEXT"}
     assert kafka_python_config(s, "h:1") == {"bootstrap_servers": "h:1", "security_protocol": "PLAINTEXT"}
 
 
@@ -77,3 +77,11 @@ def test_model_checkpoint_reaches_the_processor(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LEPTON_REFIT_EVERY", "123")
     cfg = load_settings().processor_config()
     assert (cfg.model_path, cfg.refit_every) == ("/models/uci.pt", 123)
+
+
+def test_partition_for_matches_kafkas_default_partitioner() -> None:
+    # aiokafka's partitioner is an independent implementation of the Java client's murmur2 rule
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for key in (b"a|b", b"n42", b"", "ünï|côde".encode()):
+        assert partition_for(key, 7) == DefaultPartitioner()(key, list(range(7)), list(range(7)))

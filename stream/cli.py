@@ -22,7 +22,9 @@ bench_app = typer.Typer(help="Benchmarks that print (and write) JSON.", no_args_
 keys_app = typer.Typer(help="Manage the AES-256 key ring used to seal predictions and alerts.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
+state_app = typer.Typer(help="Inspect the worker's recovery state (snapshots).", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+app.add_typer(state_app, name="state")
 console = Console(stderr=True)
 
 
@@ -365,6 +367,34 @@ def eval_linkpred(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, 
     print(text)
     if json_path is not None:
         json_path.write_text(text + "\n")
+
+
+@state_app.command("inspect")
+def state_inspect(state_dir: Path = typer.Option(Path(".lepton"), help="the worker's LEPTON_STATE_DIR"),
+                  as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+                  verify: bool = typer.Option(False, help="load the snapshot and recompute its summary")) -> None:
+    """Newest snapshot: node/edge counts, total weight, edge-set hash, offsets, model version."""
+    from gnn.errors import GnnError  # noqa: PLC0415
+    from gnn.snapshot import latest_snapshot, load_snapshot, read_meta, summary  # noqa: PLC0415
+
+    path = latest_snapshot(state_dir / "snapshots")
+    if path is None:
+        console.print(f"[red]no snapshot under {state_dir / 'snapshots'}[/]")
+        raise typer.Exit(1)
+    try:
+        meta = read_meta(path)
+        out = {"snapshot": str(path), "seq": meta["seq"], "created": meta["created"], **meta["summary"],
+               "offsets": meta.get("offsets", {}), "totals": meta.get("totals", {})}
+        journal = state_dir / "journal.jsonl"
+        out["journaled_batches"] = sum(1 for _ in journal.open()) if journal.exists() else 0
+        if verify:
+            out["verified"] = summary(load_snapshot(path)[0]) == meta["summary"]
+    except GnnError as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from None
+    print(json.dumps(out, indent=None if as_json else 2))
+    if verify and not out["verified"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

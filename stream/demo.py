@@ -78,6 +78,12 @@ class WorkerProcess:
         status, text = self.get("/metrics")
         return parse_prometheus(text) if status == 200 else {}
 
+    def kill(self) -> int:
+        """SIGKILL the worker (crash tests): no shutdown code runs."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.proc.wait()
+
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

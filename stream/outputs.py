@@ -3,7 +3,8 @@
 ``lepton.predictions`` (sealed, Kafka key = node id)::
 
     {"schema": 1, "type": "prediction", "id": "9f2c...", "node": "n1", "model_version": "sage-0/untrained",
-     "batch": "a41c09e2d7b3f1e0", "generated_at": 1700000000.25, "trigger_produced_ms": 1700000000120,
+     "batch": "a41c09e2d7b3f1e0", "offsets": {"lepton.edges:2": [118, 131]},
+     "generated_at": 1700000000.25, "trigger_produced_ms": 1700000000120,
      "predictions": [{"node": "n7", "p": 0.93}, ...]}
 
 ``lepton.alerts`` (sealed unless ``encrypt_alerts`` is off, Kafka key = alert id)::
@@ -28,10 +29,12 @@ from gnn.processor import Alert, Prediction
 __all__ = ["prediction_record", "alert_record", "deadletter_record"]
 
 
-def prediction_record(pred: Prediction, *, pid: str, model_version: str, batch: str, now: float) -> bytes:
-    """``pid`` is deterministic in (batch offsets, node): a replay after a crash repeats it."""
+def prediction_record(pred: Prediction, *, pid: str, model_version: str, batch: str,
+                      offsets: dict[str, list[int]], now: float) -> bytes:
+    """``pid`` is deterministic in (batch offsets, node): a replay after a crash repeats it.
+    ``offsets`` are the input ranges ``[start, end)`` of the batch that produced it."""
     return _dumps({"schema": 1, "type": "prediction", "id": pid, "node": pred.node, "model_version": model_version,
-                   "batch": batch, "generated_at": round(now, 6), "trigger_produced_ms": pred.trigger_ts_ms,
+                   "batch": batch, "offsets": offsets, "generated_at": round(now, 6), "trigger_produced_ms": pred.trigger_ts_ms,
                    "predictions": [{"node": n, "p": p} for n, p in pred.partners]})
 
 

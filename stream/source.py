@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from stream.kafka import aiokafka_config, partition_for
@@ -176,12 +177,17 @@ class Ownership:
     The member's partitions stay paused (the :class:`Source` reads the data); a keep-alive loop
     polls so the group sees the member as live. Ownership changes only when a new assignment
     arrives: a revoked partition stays owned until then, so outputs are not skipped mid-rebalance.
+
+    Each assignment is saved to ``memory``; a restarted worker adopts the saved one at once
+    (the group would otherwise keep it waiting for the dead member's session to expire, ~11 s on
+    Tansu) and takes the group's answer when it arrives.
     """
 
     settings: Settings
     bootstrap: str
     topic: str
     partitions: int
+    memory: Path | None = None  # where the last assignment is kept across restarts
     owned: frozenset[int] = frozenset()
     generation: int = 0
     _consumer: Any = None
@@ -203,6 +209,8 @@ class Ownership:
                 me.generation += 1
                 me._consumer.pause(*assigned)
                 log.warning("owning partitions %s of %s", sorted(me.owned), me.topic)
+                if me.memory is not None:
+                    me.memory.write_text(json.dumps({"topic": me.topic, "owned": sorted(me.owned)}))
                 me._assigned.set()
 
         self._consumer = AIOKafkaConsumer(
@@ -213,6 +221,11 @@ class Ownership:
         await self._consumer.start()
         self._consumer.subscribe([self.topic], listener=_Listener())
         self._task = asyncio.ensure_future(self._keepalive())
+        saved = self._remembered()
+        if saved is not None:
+            self.owned = saved
+            log.warning("owning partitions %s of %s (until the group confirms)", sorted(saved), self.topic)
+            return
         await asyncio.wait_for(self._assigned.wait(), timeout)
 
     def owns(self, key: bytes) -> bool:
@@ -238,6 +251,15 @@ class Ownership:
             self._task.cancel()
         if self._consumer is not None:
             await self._consumer.stop()
+
+    def _remembered(self) -> frozenset[int] | None:
+        try:
+            saved = json.loads(self.memory.read_text()) if self.memory is not None else None
+        except (OSError, ValueError):
+            return None
+        if not saved or saved.get("topic") != self.topic:
+            return None
+        return frozenset(int(p) for p in saved["owned"] if 0 <= int(p) < self.partitions)
 
     def _current(self) -> set[int]:
         return {tp.partition for tp in self._consumer.assignment()}

@@ -111,12 +111,13 @@ class Pipeline:
         self.batches += 1
         version = self.processor.model_version
         published = 0
+        ranges = {k: [batch.start.get(k, 0), e] for k, e in batch.end.items() if e > batch.start.get(k, 0)}
         for pred in result.predictions:
             key = pred.node.encode()
             if not owns(key):
                 continue
             plain = prediction_record(pred, pid=prediction_id(batch.id, pred.node), model_version=version,
-                                      batch=batch.id, now=time.time())
+                                      batch=batch.id, offsets=ranges, now=time.time())
             acks.append(self.send(s.topic_predictions, key, self.seal(plain, s.topic_predictions, key)))
             published += 1
         alerts = [a for a in result.alerts if owns(edge_key(a.src, a.dst) if a.node is None else a.node.encode())]
@@ -281,7 +282,8 @@ class Worker:
         await self._start_producer()
         self.source = Source(s, self.bootstrap, [s.topic_edges, s.topic_nodes])
         await self.source.start(offsets)
-        self.ownership = Ownership(s, self.bootstrap, s.topic_edges, s.edges_partitions)
+        self.ownership = Ownership(s, self.bootstrap, s.topic_edges, s.edges_partitions,
+                                   memory=s.state_dir / "ownership.json")
         await self.ownership.start(timeout=max(30.0, 5 * s.rebalance_timeout))
         self.journal = Journal(s.state_dir / "journal.jsonl")
         try:

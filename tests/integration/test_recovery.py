@@ -29,12 +29,18 @@ pytestmark = pytest.mark.integration
 
 
 def _wait_drained(worker: WorkerProcess, timeout: float = 90.0) -> None:
+    """Until the lag gauges read zero for 2.5 s (they refresh end offsets once a second)."""
     deadline = time.monotonic() + timeout
+    zero_since = None
     while time.monotonic() < deadline:
         m = worker.metrics()
         lags = [v for k, v in m.items() if k.startswith("lepton_consumer_lag")]
         if lags and sum(lags) == 0:
-            return
+            zero_since = zero_since or time.monotonic()
+            if time.monotonic() - zero_since >= 2.5:
+                return
+        else:
+            zero_since = None
         time.sleep(0.3)
     raise AssertionError(f"worker did not drain its input; log: {worker.log_path.read_text()[-2000:]}")
 
@@ -108,3 +114,37 @@ def test_sigkill_twice_state_equals_offline_replay(broker, tmp_path: Path) -> No
             missing += not any(t == tp and a <= m.offset < b for t, a, b in covered[node])
     assert missing == 0
     print(f"predictions: {len(preds)} published, {len(by_id)} distinct ids")
+
+
+def test_sigterm_publishes_snapshots_commits_and_exits_fast(broker, tmp_path: Path) -> None:  # noqa: ANN001
+    from kafka.admin import KafkaAdminClient
+
+    tag = f"term{uuid.uuid4().hex[:6]}"
+    s, env = _settings(tag)
+    ensure_topics(s, broker.bootstrap)
+    env |= {"LEPTON_KEYS": KeyRing.generate("t").serialise().strip()}
+    items = synthetic_events(SyntheticConfig(events=3000, seed=2))
+    worker = WorkerProcess(bootstrap=broker.bootstrap, state_dir=tmp_path, env=env)
+    try:
+        worker.wait_ready()
+        produce(s, broker.bootstrap, items, progress=False)
+        _wait_drained(worker)
+    finally:
+        t0 = time.monotonic()
+        rc = worker.stop(timeout=20.0)
+        took = time.monotonic() - t0
+    assert rc == 0 and took < 10.0, (rc, took)
+    assert "worker stopped cleanly" in worker.log_path.read_text()
+    assert (tmp_path / "journal.jsonl").read_text() == ""  # the final snapshot covers every batch
+    state = json.loads(subprocess.run([sys.executable, "-m", "stream.cli", "state", "inspect", "--state-dir",
+                                       str(tmp_path), "--json"], capture_output=True, text=True).stdout)
+    assert state["totals"]["records"] == len(items)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        committed = admin.list_group_offsets(tag)[tag]
+    finally:
+        admin.close()
+    edges = {f"{tp.topic}:{tp.partition}": meta.offset for tp, meta in committed.items()}
+    assert edges == {k: v for k, v in state["offsets"].items() if k.startswith(s.topic_edges)}
+    assert sum(edges.values()) == len(items)
+    print(f"SIGTERM -> exit {took:.2f} s")

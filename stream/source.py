@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import json
 import logging
 import time
@@ -164,10 +165,18 @@ class Source:
         return out
 
     def _cut(self, records: list[Record]) -> Batch:
+        """The batch in canonical order: partitions merged by timestamp, each keeping its own order.
+
+        Fetches interleave partitions differently in every process; a canonical order makes a
+        batch's result depend only on its offsets (replays and other workers compute the same).
+        """
         start = dict(self._next)
+        parts: dict[tuple[str, int], list[Record]] = {}
         for r in records:
+            parts.setdefault((r.topic, r.partition), []).append(r)
             self._next[tp_key(r.topic, r.partition)] = r.offset + 1
-        return Batch(records=records, start=start, end=dict(self._next))
+        ordered = list(heapq.merge(*(parts[k] for k in sorted(parts)), key=lambda r: r.timestamp))
+        return Batch(records=ordered, start=start, end=dict(self._next))
 
 
 @dataclass

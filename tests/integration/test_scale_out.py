@@ -1,0 +1,75 @@
+"""Scale-out: two workers in one group publish, together, exactly what one worker publishes."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gnn.synthetic import SyntheticConfig
+from security.keys import KeyRing
+from stream.demo import WorkerProcess
+from stream.kafka import ensure_topics
+from stream.producer import produce, synthetic_events
+from stream.subscriber import open_record
+from tests.integration.test_recovery import _wait_drained
+from tests.integration.test_worker_e2e import _drain, _settings
+
+pytestmark = pytest.mark.integration
+
+WAVES, WAVE = 6, 400
+
+
+def _owned(w: WorkerProcess) -> float:
+    return w.metrics().get("lepton_owned_partitions", -1)
+
+
+def test_two_workers_union_equals_one(broker, tmp_path: Path) -> None:  # noqa: ANN001
+    tag = f"scale{uuid.uuid4().hex[:6]}"
+    s, env = _settings(tag)
+    ensure_topics(s, broker.bootstrap)
+    ring = KeyRing.generate("scale")
+    common = {"LEPTON_KEYS": ring.serialise().strip(), "LEPTON_REFIT_EVERY": str(10**9),  # one fixed model
+              "LEPTON_BATCH_WINDOW": "0.8", "LEPTON_MAX_BATCH": str(2 * WAVE)}
+    solo_topic = f"{tag}.solo.predictions"
+    solo_s = s.model_copy(update={"topic_predictions": solo_topic, "app_id": f"{tag}-solo"})
+    ensure_topics(solo_s, broker.bootstrap)
+    workers = [WorkerProcess(bootstrap=broker.bootstrap, state_dir=tmp_path / name, env=env | common)
+               for name in ("a", "b")]
+    solo = WorkerProcess(bootstrap=broker.bootstrap, state_dir=tmp_path / "solo",
+                         env=env | common | {"LEPTON_APP_ID": f"{tag}-solo", "LEPTON_TOPIC_PREDICTIONS": solo_topic})
+    everyone = [*workers, solo]
+    try:
+        for w in everyone:
+            w.wait_ready()
+        deadline = time.monotonic() + 40
+        while [_owned(w) for w in workers] != [2, 2] and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert [_owned(w) for w in workers] == [2, 2] and _owned(solo) == 4
+        items = synthetic_events(SyntheticConfig(events=WAVES * WAVE + 200, seed=4))[:WAVES * WAVE]
+        for i in range(WAVES):  # waves: every worker cuts the same batches
+            produce(s, broker.bootstrap, items[i * WAVE:(i + 1) * WAVE], progress=False)
+            time.sleep(2.0)
+        for w in everyone:
+            _wait_drained(w)
+        counts = [w.metrics()["lepton_predictions_total"] for w in everyone]
+        batches = [w.metrics()["lepton_batches_total"] for w in everyone]
+    finally:
+        for w in everyone:
+            w.stop()
+    assert batches == [WAVES] * 3, batches
+
+    def published(topic: str, expect: float) -> list[dict]:
+        out = [open_record(ring, topic, m.key, m.value) for m in _drain(s, broker.bootstrap, topic, int(expect))]
+        return [{k: p[k] for k in ("id", "node", "batch", "offsets", "predictions", "model_version")} for p in out]
+
+    pair = published(s.topic_predictions, counts[0] + counts[1])
+    one = published(solo_topic, counts[2])
+    assert 0 < counts[0] and 0 < counts[1] and counts[0] + counts[1] == counts[2] == len(one)
+    a, b = {p["id"]: p for p in pair}, {p["id"]: p for p in one}
+    assert a.keys() == b.keys()
+    diff = [(a[k], b[k]) for k in a if a[k] != b[k]]
+    assert not diff, (len(diff), diff[0])

@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from gnn.kernels import Backend
 from gnn.model import GraphSAGE, ModelConfig
 from gnn.linkpred import LinkModel, LogisticDecoder
 from gnn.predict import LinkScorer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ProcessorConfig", "Processor", "BatchResult", "Prediction", "Alert"]
 
@@ -197,6 +200,19 @@ class Processor:
                            missing_removes=missing, priors=priors, update=stats, anomaly=anomaly,
                            timings={"graph": (t1 - t0) + (t3 - t2), "score": t2 - t1, "kernels": t4 - t3,
                                     "predict": t5 - t4, "anomaly": t6 - t5})
+
+    def preload(self, table: "pd.DataFrame") -> int:
+        """Bulk-insert an initial graph (columns src, dst[, weight]) and embed it from scratch.
+
+        For start-up and benchmarks: the edges are not scored, and pair recency starts empty.
+        """
+        from gnn.io import bulk_load  # noqa: PLC0415
+
+        added = bulk_load(self.graph, table.assign(weight=table["weight"]) if "weight" in table
+                          else table.assign(weight=1.0))
+        self.features.sync(self.graph)
+        self.engine.full_refresh()
+        return added
 
     def save(self, path: str, meta: dict | None = None) -> str:
         """Write the encoder and the current decoder as a versioned checkpoint; returns its version."""

@@ -246,6 +246,51 @@ def bench_engine(nodes: int = typer.Option(100_000, help="nodes of the power-law
         json_path.write_text(text + "\n")
 
 
+@bench_app.command("e2e")
+def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second"),
+              duration: float = typer.Option(20.0, help="seconds of producing per rate"),
+              sweep_rates: Optional[str] = typer.Option(None, "--sweep", help="comma-separated rates to try, e.g. "
+                                                        "2000,5000,10000,20000: reports the highest held with p99 <= target"),
+              p99_target_ms: float = typer.Option(250.0, help="latency target of --sweep"),
+              preload_edges: int = typer.Option(1_000_000, help="edges of the pre-loaded power-law graph"),
+              preload_nodes: int = typer.Option(100_000, help="nodes of the pre-loaded graph"),
+              bootstrap: Optional[str] = typer.Option(None, help="Kafka bootstrap (default: embedded broker)"),
+              worker_env: list[str] = typer.Option([], "--set", help="worker setting NAME=VALUE (LEPTON_ implied), "
+                                                   "repeatable, e.g. --set MAX_BATCH=2000"),
+              json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
+    """Producer -> broker -> worker -> lepton.predictions: throughput, latency percentiles, CPU, memory, costs."""
+    import tempfile  # noqa: PLC0415
+
+    from stream.bench_e2e import E2EConfig, run_e2e, sweep  # noqa: PLC0415
+    from stream.broker import EmbeddedBroker  # noqa: PLC0415
+
+    env = {}
+    for item in worker_env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            console.print(f"[red]--set expects NAME=VALUE, got {item!r}[/]")
+            raise typer.Exit(2)
+        env[f"LEPTON_{name.upper().removeprefix('LEPTON_')}"] = value
+    s = _settings(bootstrap=bootstrap)
+    rates = [float(r) for r in sweep_rates.split(",")] if sweep_rates else None
+    cfg = E2EConfig(rate=rate, duration=duration, preload_edges=preload_edges, preload_nodes=preload_nodes,
+                    worker_env=env)
+    with tempfile.TemporaryDirectory(prefix="lepton-bench-") as tmp:
+        broker = None if s.bootstrap else EmbeddedBroker(log_dir=Path(tmp) / "logs").start()
+        try:
+            result = run_e2e(s, s.bootstrap or broker.bootstrap, Path(tmp), cfg, rates=rates,  # type: ignore[union-attr]
+                             say=lambda m: console.print(f"[dim]{m}[/]"))
+        finally:
+            if broker is not None:
+                broker.stop()
+    if rates:
+        result["sweep"] = sweep(result["runs"], p99_target_ms)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+
+
 @app.command()
 def train(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JSON lines, Parquet)"),
           out: Path = typer.Option(Path(".lepton/model.pt"), help="checkpoint to write"),

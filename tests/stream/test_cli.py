@@ -11,7 +11,7 @@ import pytest
 
 COMMANDS = [[], ["run"], ["demo"], ["train"], ["broker"], ["produce"], ["subscribe"], ["keys"], ["keys", "generate"],
             ["keys", "rotate"], ["keys", "list"], ["keys", "x25519"], ["bench"], ["bench", "engine"], ["eval"],
-            ["eval", "linkpred"], ["eval", "anomaly"], ["state"], ["state", "inspect"]]
+            ["eval", "linkpred"], ["eval", "anomaly"], ["state"], ["state", "inspect"], ["bench", "e2e"]]
 
 
 def _lepton(*args: str) -> subprocess.CompletedProcess:

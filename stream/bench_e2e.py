@@ -1,0 +1,222 @@
+"""``lepton bench e2e``: the real path through the broker, measured from outside the worker.
+
+A producer publishes edge events at an offered rate, a real ``lepton run`` worker (its own
+process) handles them, and a consumer reads ``lepton.predictions`` back and opens them. Every
+produced event's (partition, offset, produce time) is known from the broker's acks; every
+prediction says which input offsets its batch covered. So each event's latency is measured
+exactly: first prediction of the batch that covered it, minus the event's produce time.
+
+The worker's graph is pre-loaded from a snapshot (a power-law graph built offline), so the
+run starts from a realistic graph without replaying millions of events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from security.keys import KeyRing
+from stream.demo import WorkerProcess
+from stream.kafka import aiokafka_config, ensure_topics
+from stream.settings import Settings
+from stream.subscriber import open_record
+
+__all__ = ["E2EConfig", "run_e2e", "sweep"]
+
+STAGES = ("decode", "graph", "score", "kernels", "predict", "anomaly", "seal", "produce")
+
+
+@dataclass(frozen=True)
+class E2EConfig:
+    rate: float = 5_000.0  # offered events/s
+    duration: float = 20.0  # seconds of producing
+    preload_edges: int = 1_000_000
+    preload_nodes: int = 100_000
+    warmup: float = 0.1  # leading share of events left out of the latency figures
+    drain_timeout: float = 120.0
+    worker_env: dict[str, str] = field(default_factory=dict)  # LEPTON_* overrides for the worker
+    seed: int = 0
+
+
+def run_e2e(settings: Settings, bootstrap: str, state_dir: Path, config: E2EConfig,
+            rates: list[float] | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """One worker; one run per rate in ``rates`` (default: ``config.rate``). JSON-ready results."""
+    tag = f"bench{uuid.uuid4().hex[:6]}"
+    names = {f"topic_{t}": f"{tag}.{t}" for t in ("edges", "nodes", "predictions", "alerts", "deadletter")}
+    s = settings.model_copy(update={**names, "app_id": tag})
+    ensure_topics(s, bootstrap)
+    ring = KeyRing.generate("bench")
+    t0 = time.perf_counter()
+    nodes = _preload(s, state_dir, config)
+    say(f"preloaded {config.preload_edges:,} edges on {nodes:,} nodes in {time.perf_counter() - t0:.1f}s")
+    env = {f"LEPTON_{k.upper()}": v for k, v in names.items()} | {"LEPTON_APP_ID": tag,
+                                                                   "LEPTON_KEYS": ring.serialise().strip()}
+    worker = WorkerProcess(bootstrap=bootstrap, state_dir=state_dir, env=env | config.worker_env)
+    out: dict[str, Any] = {"config": {k: v for k, v in vars(config).items() if k != "worker_env"},
+                           "worker_env": config.worker_env, "runs": []}
+    try:
+        out["worker_ready_s"] = round(worker.wait_ready(timeout=180), 2)
+        proc = psutil.Process(worker.proc.pid)
+        for i, rate in enumerate(rates or [config.rate]):
+            say(f"offering {rate:,.0f} events/s for {config.duration:.0f}s")
+            run = asyncio.run(_run_once(s, bootstrap, ring, worker, proc, rate, config, nodes, seed=config.seed + i))
+            out["runs"].append(run)
+            say(json.dumps({k: run[k] for k in ("offered_rate", "throughput", "p50_ms", "p99_ms", "cpu_percent",
+                                                 "rss_mb_max")}))
+    finally:
+        worker.stop()
+    return out
+
+
+def sweep(runs: list[dict[str, Any]], p99_ms: float = 250.0) -> dict[str, Any]:
+    """The highest offered rate whose run kept up (throughput >= 95 %) with p99 <= ``p99_ms``."""
+    held = [r for r in runs if r["p99_ms"] is not None and r["p99_ms"] <= p99_ms
+            and r["throughput"] >= 0.95 * r["offered_rate"]]
+    best = max(held, key=lambda r: r["offered_rate"], default=None)
+    return {"p99_target_ms": p99_ms, "max_rate_held": best["offered_rate"] if best else None,
+            "rates_tried": [r["offered_rate"] for r in runs]}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _preload(s: Settings, state_dir: Path, c: E2EConfig) -> int:
+    """A power-law graph, embedded, saved as the worker's snapshot (offsets: topic start)."""
+    import pandas as pd  # noqa: PLC0415
+
+    from gnn.processor import Processor  # noqa: PLC0415
+    from gnn.snapshot import save_snapshot  # noqa: PLC0415
+    from gnn.synthetic import powerlaw_edges  # noqa: PLC0415
+
+    proc = Processor(s.processor_config())
+    if c.preload_edges:
+        src, dst = powerlaw_edges(c.preload_nodes, c.preload_edges, seed=c.seed)
+        proc.preload(pd.DataFrame({"src": src.astype(str), "dst": dst.astype(str)}))
+    save_snapshot(proc, state_dir / "snapshots", meta={"offsets": {}, "totals": {}})
+    return max(proc.graph.num_nodes, c.preload_nodes)
+
+
+async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerProcess, proc: psutil.Process,
+                    rate: float, c: E2EConfig, nodes: int, seed: int) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: PLC0415
+
+    before = worker.metrics()
+    producer = AIOKafkaProducer(**aiokafka_config(s, bootstrap), acks="all", linger_ms=5, max_batch_size=256 * 1024)
+    consumer = AIOKafkaConsumer(**aiokafka_config(s, bootstrap), group_id=None, enable_auto_commit=False,
+                                fetch_max_wait_ms=20)
+    await producer.start()
+    await consumer.start()
+    parts = [TopicPartition(s.topic_predictions, p) for p in sorted(consumer.partitions_for_topic(s.topic_predictions) or [])]
+    consumer.assign(parts)
+    await consumer.seek_to_end(*parts)
+    for tp in parts:  # pin the positions now: predictions published from here on are this run's
+        await consumer.position(tp)
+    produced: list[tuple[str, int, float]] = []  # (tp, offset, produce time)
+    seen: dict[str, tuple[float, dict]] = {}  # batch id -> (first consumed at, offsets)
+    done = asyncio.Event()
+    cpu0, wall0 = proc.cpu_times(), time.monotonic()
+    rss: list[float] = []
+
+    async def consume() -> None:
+        while not done.is_set():
+            got = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for msgs in got.values():
+                for m in msgs:
+                    p = open_record(ring, s.topic_predictions, m.key, m.value)
+                    if p["batch"] not in seen:
+                        seen[p["batch"]] = (now, p["offsets"])
+
+    async def sample() -> None:
+        while not done.is_set():
+            rss.append(proc.memory_info().rss / 2**20)
+            await asyncio.sleep(0.5)
+
+    tasks = [asyncio.ensure_future(consume()), asyncio.ensure_future(sample())]
+    rng = np.random.default_rng(seed)
+    total = int(rate * c.duration)
+    ids = rng.zipf(1.6, size=(total, 2)) % nodes  # degree-biased endpoints, like the preloaded graph
+    start = time.monotonic()
+    futures = []
+    for i in range(total):
+        due = start + i / rate
+        if due > time.monotonic():
+            await asyncio.sleep(due - time.monotonic())
+        u, v = int(ids[i, 0]), int(ids[i, 1])
+        value = json.dumps({"src": str(u), "dst": str(v), "ts": time.time(), "id": f"{seed}-{i}"}).encode()
+        a, b = sorted((str(u), str(v)))
+        futures.append(await producer.send(s.topic_edges, value=value, key=f"{a}|{b}".encode()))
+    produce_s = time.monotonic() - start
+    for f in futures:
+        md = await f
+        produced.append((f"{md.topic}:{md.partition}", md.offset, md.timestamp / 1000.0))
+    deadline = time.monotonic() + c.drain_timeout
+    drained_at = None
+    while time.monotonic() < deadline:
+        lag = sum(v for k, v in worker.metrics().items() if k.startswith("lepton_consumer_lag"))
+        if lag == 0 and _covered(produced, seen) >= len(produced):
+            drained_at = time.monotonic()
+            break
+        await asyncio.sleep(0.25)
+    done.set()
+    await asyncio.gather(*tasks)
+    cpu1, wall1 = proc.cpu_times(), time.monotonic()
+    await producer.stop()
+    await consumer.stop()
+    after = worker.metrics()
+    lat = _latencies(produced, seen)
+    kept = lat[int(len(lat) * c.warmup):]
+    finite = kept[np.isfinite(kept)]
+    last_seen = max((t for t, _ in seen.values()), default=time.time())
+    first_prod = min((p[2] for p in produced), default=time.time())
+    events = max(1.0, _delta(before, after, 'lepton_events_total{outcome="applied"}'))
+    q = (lambda x: round(float(np.percentile(finite, x)) * 1000, 1)) if len(finite) else (lambda x: None)
+    return {
+        "offered_rate": rate, "events": len(produced), "produce_seconds": round(produce_s, 2),
+        "throughput": round(len(produced) / max(1e-9, last_seen - first_prod), 1),
+        "p50_ms": q(50), "p95_ms": q(95), "p99_ms": q(99), "max_ms": q(100),
+        "unmatched_events": int(np.sum(~np.isfinite(lat))),
+        "drain_seconds_after_producing": None if drained_at is None else round(drained_at - start - produce_s, 2),
+        "cpu_percent": round(100 * (sum(cpu1[:2]) - sum(cpu0[:2])) / (wall1 - wall0), 1),
+        "rss_mb_start": round(rss[0], 1) if rss else None, "rss_mb_max": round(max(rss), 1) if rss else None,
+        "batches": int(_delta(before, after, "lepton_batches_total")),
+        "mean_batch": round(events / max(1.0, _delta(before, after, "lepton_batches_total")), 1),
+        "us_per_event": {st: round(1e6 * _delta(before, after, f'lepton_stage_seconds_total{{stage="{st}"}}') / events, 1)
+                         for st in STAGES},
+        "graph_edges": after.get("lepton_graph_edges"),
+    }
+
+
+def _covered(produced: list[tuple[str, int, float]], seen: dict[str, tuple[float, dict]]) -> int:
+    return int(np.sum(np.isfinite(_latencies(produced, seen))))
+
+
+def _latencies(produced: list[tuple[str, int, float]], seen: dict[str, tuple[float, dict]]) -> np.ndarray:
+    """Per produced event: first consumption of a prediction whose batch covered it, minus produce time."""
+    ranges: dict[str, list[tuple[int, int, float]]] = {}
+    for at, offsets in seen.values():
+        for tp, (a, b) in offsets.items():
+            ranges.setdefault(tp, []).append((a, b, at))
+    for r in ranges.values():
+        r.sort()
+    out = np.full(len(produced), np.inf)
+    for i, (tp, off, ts) in enumerate(produced):
+        r = ranges.get(tp)
+        if not r:
+            continue
+        j = bisect.bisect_right(r, (off, float("inf"), float("inf"))) - 1
+        if j >= 0 and r[j][0] <= off < r[j][1]:
+            out[i] = r[j][2] - ts
+    return out
+
+
+def _delta(before: dict[str, float], after: dict[str, float], key: str) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)

@@ -497,7 +497,19 @@ class _Adjacency:
 
     # -- reads
     def rows(self, rows: np.ndarray, n_rows: int) -> CSR:
-        """CSR of the given rows: base part (alive) then delta part, per row."""
+        """CSR of the given rows (repeats allowed): base part (alive) then delta part, per row."""
+        uniq, inv = np.unique(rows, return_inverse=True)
+        if len(uniq) < len(rows):  # the delta merge below maps each arc to one row occurrence
+            u = self._rows_unique(uniq, n_rows)
+            lens = np.diff(u.indptr)[inv]
+            pos = np.repeat(u.indptr[:-1][inv], lens) + (np.arange(int(lens.sum()), dtype=np.int64)
+                                                          - np.repeat(np.cumsum(lens) - lens, lens))
+            indptr = np.zeros(len(rows) + 1, np.int64)
+            np.cumsum(lens, out=indptr[1:])
+            return CSR(indptr=indptr, indices=u.indices[pos], weights=u.weights[pos], rows=rows, n_cols=n_rows)
+        return self._rows_unique(rows, n_rows)
+
+    def _rows_unique(self, rows: np.ndarray, n_rows: int) -> CSR:
         n_base = len(self.indptr) - 1
         inb = rows < n_base
         starts = np.zeros(len(rows), np.int64)

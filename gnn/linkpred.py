@@ -72,14 +72,26 @@ class PairFeatures:
 
 
 def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pair: |N(a) ∩ N(b)| and the Adamic-Adar sum over the common neighbours."""
+    """Per pair: |N(a) ∩ N(b)| and the Adamic-Adar sum over the common neighbours.
+
+    Each pair's smaller neighbour list is looked up in its larger one; the larger lists are
+    indexed once per distinct node. Serving scores many candidates against one touched node
+    (often a hub), so the cost is the sum of the *smaller* degrees, not of both.
+    """
     m = len(a)
-    ca, cb = g.in_rows(a), g.in_rows(b)
-    ka = (np.repeat(np.arange(m, dtype=np.int64), np.diff(ca.indptr)) << 32) | ca.indices.astype(np.int64)
-    kb = (np.repeat(np.arange(m, dtype=np.int64), np.diff(cb.indptr)) << 32) | cb.indices.astype(np.int64)
-    keys = np.sort(np.concatenate([ka, kb]))
-    common = keys[1:][keys[1:] == keys[:-1]]  # neighbour lists are duplicate-free: a repeat means "both"
-    pair, nbr = common >> 32, common & 0xFFFFFFFF
+    swap = deg[a] > deg[b]
+    small, big = np.where(swap, b, a), np.where(swap, a, b)
+    ubig, big_idx = np.unique(big, return_inverse=True)
+    cb = g.in_rows(ubig)
+    index = np.sort((np.repeat(np.arange(len(ubig), dtype=np.int64), np.diff(cb.indptr)) << 32)
+                    | cb.indices.astype(np.int64))
+    cs = g.in_rows(small)
+    pair = np.repeat(np.arange(m, dtype=np.int64), np.diff(cs.indptr))
+    nbr = cs.indices.astype(np.int64)
+    query = (big_idx.astype(np.int64)[pair] << 32) | nbr
+    pos = np.minimum(np.searchsorted(index, query), max(len(index) - 1, 0))
+    hit = index[pos] == query if len(index) else np.zeros(len(query), np.bool_)
+    pair, nbr = pair[hit], nbr[hit]
     cn = np.bincount(pair, minlength=m).astype(np.float64)
     aa = np.bincount(pair, weights=1.0 / np.log(np.maximum(deg[nbr], 2.0)), minlength=m)
     return cn, aa

@@ -98,3 +98,12 @@ def test_keys_normalise_and_bad_input_is_refused() -> None:
     g.node_id("x", create=True)
     with pytest.raises(GraphError, match="finite"):
         g.add_edges(np.array([1]), np.array([1]), np.array([np.inf]))
+
+
+def test_rows_with_repeats_include_delta_arcs() -> None:
+    g = DynamicGraph(min_compact=10**9)  # keep new arcs in the delta part
+    g.node_ids(["a", "b", "c", "d"], create=True)
+    g.add_edges(np.array([1, 1, 2]), np.array([2, 3, 4]))
+    csr = g.in_rows(np.array([1, 3, 1, 1], np.int64))
+    got = [sorted(csr.indices[csr.indptr[i]:csr.indptr[i + 1]].tolist()) for i in range(4)]
+    assert got == [[2, 3], [1], [2, 3], [2, 3]]

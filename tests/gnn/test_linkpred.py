@@ -51,3 +51,31 @@ def test_logistic_decoder_learns() -> None:
     assert acc > 0.97 and dec.w[0] > 0 > dec.w[2]
     with pytest.raises(RuntimeError):
         LogisticDecoder().predict(x)
+
+
+def _common_reference(g, a, b):  # noqa: ANN001, ANN202 - plain set intersection
+    deg = g.in_degree().astype(np.float64)
+    cn, aa = [], []
+    for u, v in zip(a.tolist(), b.tolist()):
+        both = set(g.in_neighbors(u)[0].tolist()) & set(g.in_neighbors(v)[0].tolist())
+        cn.append(len(both))
+        aa.append(sum(1.0 / np.log(max(deg[x], 2.0)) for x in both))
+    return np.array(cn, np.float64), np.array(aa)
+
+
+@pytest.mark.parametrize("directed", [False, True])
+def test_common_neighbours_match_set_intersection(directed: bool) -> None:
+    from gnn.graph import DynamicGraph
+    from gnn.linkpred import _common_neighbours
+
+    rng = np.random.default_rng(5)
+    g = DynamicGraph(directed=directed)
+    g.node_ids([f"n{i}" for i in range(60)], create=True)
+    hub = np.zeros(200, np.int64) + 1  # a hub, as in serving: one node against many candidates
+    g.add_edges(np.r_[rng.integers(1, 61, 600), hub], np.r_[rng.integers(1, 61, 600), rng.integers(2, 61, 200)])
+    g.remove_edges(rng.integers(1, 61, 50), rng.integers(1, 61, 50))
+    a = np.r_[np.ones(40, np.int64), rng.integers(1, 61, 300)]
+    b = rng.integers(1, 61, 340)
+    cn, aa = _common_neighbours(g, a, b, g.in_degree().astype(np.float64))
+    ref_cn, ref_aa = _common_reference(g, a, b)
+    assert np.array_equal(cn, ref_cn) and np.allclose(aa, ref_aa) and cn.max() > 3

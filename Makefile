@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-unit test-integration bench clean
+.PHONY: venv demo test test-unit test-integration bench clean browser
 
 venv: $(STAMP)
 
@@ -16,8 +16,16 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/lepton demo
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest -q
+
+# The dashboard test drives headless Chromium; install it where apt and root are available
+# (elsewhere that one test skips).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  { apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; } \
+	  && echo "installed chromium for the dashboard test"; } || echo "chromium not installed: the dashboard test will skip"
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 
-__all__ = ["Metrics", "parse_prometheus"]
+__all__ = ["Metrics", "parse_prometheus", "SIZE_BUCKETS"]
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 class Metrics:
@@ -18,6 +19,7 @@ class Metrics:
         self.counters: dict[tuple[str, tuple], float] = defaultdict(float)
         self.gauges: dict[tuple[str, tuple], float] = {}
         self.hists: dict[str, list] = {}
+        self.buckets: dict[str, tuple] = {}
         self.help: dict[str, str] = {}
 
     def inc(self, name: str, value: float = 1.0, help: str = "", **labels: str) -> None:  # noqa: A002
@@ -28,9 +30,11 @@ class Metrics:
         self.gauges[(name, tuple(sorted(labels.items())))] = value
         self.help.setdefault(name, help)
 
-    def observe(self, name: str, value: float, help: str = "") -> None:  # noqa: A002
-        h = self.hists.setdefault(name, [[0] * (len(_LATENCY_BUCKETS) + 1), 0.0, 0])
-        h[0][bisect.bisect_left(_LATENCY_BUCKETS, value)] += 1
+    def observe(self, name: str, value: float, help: str = "", buckets: tuple = _LATENCY_BUCKETS) -> None:  # noqa: A002
+        """Add to histogram ``name`` (its buckets are fixed by the first observation)."""
+        bounds = self.buckets.setdefault(name, buckets)
+        h = self.hists.setdefault(name, [[0] * (len(bounds) + 1), 0.0, 0])
+        h[0][bisect.bisect_left(bounds, value)] += 1
         h[1] += value
         h[2] += 1
         self.help.setdefault(name, help)
@@ -54,7 +58,7 @@ class Metrics:
             lines.append(f"# HELP {p}_{name} {self.help.get(name, '')}".rstrip())
             lines.append(f"# TYPE {p}_{name} histogram")
             acc = 0
-            for le, c in zip((*_LATENCY_BUCKETS, "+Inf"), buckets):
+            for le, c in zip((*self.buckets[name], "+Inf"), buckets):
                 acc += c
                 lines.append(f'{p}_{name}_bucket{{le="{le}"}} {acc}')
             lines.append(f"{p}_{name}_sum {total:g}")

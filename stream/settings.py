@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".lepton")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
+    ui_plaintext: bool = Field(False, description="/ui shows prediction partners (only to loopback clients)")
     log_level: Literal["debug", "info", "warn", "error"] = "warn"
 
     @field_validator("edges_partitions", "output_partitions")

@@ -1,4 +1,5 @@
-"""The worker's web port: ``/metrics`` (Prometheus text), ``/healthz``, ``/readyz``."""
+"""The worker's web port: ``/metrics`` (Prometheus text), ``/healthz``, ``/readyz``,
+``/api/status`` (JSON) and ``/ui`` (the operator dashboard, which polls ``/api/status``)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from stream.ui import DASHBOARD
+
 if TYPE_CHECKING:
     from stream.worker import Worker
 
 __all__ = ["start_web", "routes"]
+
+_LOOPBACK = ("127.0.0.1", "::1")
 
 
 def routes(worker: "Worker") -> web.Application:
@@ -25,10 +30,21 @@ def routes(worker: "Worker") -> web.Application:
     async def readyz(_: web.Request) -> web.Response:
         return web.json_response({"ready": worker.ready}, status=200 if worker.ready else 503)
 
+    async def status(request: web.Request) -> web.Response:
+        plaintext = worker.settings.ui_plaintext and request.remote in _LOOPBACK
+        return web.json_response(worker.status(plaintext=plaintext), headers={"Cache-Control": "no-store"})
+
+    async def ui(_: web.Request) -> web.Response:
+        return web.Response(text=DASHBOARD, content_type="text/html",
+                            headers={"Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                                     "style-src 'unsafe-inline'", "Cache-Control": "no-store"})
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/ui", ui)
     return app
 
 

@@ -31,7 +31,9 @@ from security.recipients import load_recipients, seal_for
 from stream.metrics import Metrics
 from stream.outputs import alert_record, deadletter_record, prediction_record
 from stream.journal import Journal
+from stream.metrics import SIZE_BUCKETS
 from stream.settings import Settings
+from stream.status import LiveStats
 from stream.source import Batch, Ownership, Record, Source
 from stream.webhooks import WebhookDelivery, parse_endpoints
 
@@ -51,6 +53,7 @@ class Pipeline:
     keyring: KeyRing
     send: Send
     metrics: Metrics = field(default_factory=Metrics)
+    live: LiveStats = field(default_factory=LiveStats)  # rolling figures for /ui
     batches: int = 0
     trainer: ThreadPoolExecutor | None = None  # online decoder fits run here, off the event loop
     webhooks: WebhookDelivery | None = None  # operator endpoints; delivery never blocks a batch
@@ -143,13 +146,23 @@ class Pipeline:
         m.set("graph_nodes", self.processor.graph.num_nodes, help="nodes in the live graph")
         m.set("graph_edges", self.processor.graph.num_edges, help="edges in the live graph")
         m.set("batch_size", len(batch.records), help="size of the last micro-batch")
+        m.observe("batch_records", len(batch.records), help="records per micro-batch", buckets=SIZE_BUCKETS)
         m.set("model_info", 1, help="model version in use", version=version)
         m.observe("batch_latency_seconds", done - now, help="batch received -> outputs acknowledged")
         if edges:
             m.observe("receive_delay_seconds", now - edges[-1].timestamp,
                       help="newest record of a batch: produced -> received by the worker")
-        for ts_ms in stamps:
-            m.observe("event_latency_seconds", done - ts_ms / 1000.0, help="event produced -> outputs acknowledged")
+        latencies = [done - ts_ms / 1000.0 for ts_ms in stamps]
+        for lat in latencies:
+            m.observe("event_latency_seconds", lat, help="event produced -> outputs acknowledged")
+        self.live.batch(len(batch.records), latencies, done)
+        self.live.alerts.extend({k: a.to_dict()[k] for k in ("id", "kind", "severity", "score", "src", "dst", "ts")}
+                                for a in alerts)
+        for pred in result.predictions[:3]:
+            if owns(pred.node.encode()):
+                self.live.predictions.append({"id": prediction_id(batch.id, pred.node), "batch": batch.id,
+                                              "model_version": version, "partners": len(pred.partners),
+                                              "node": pred.node, "top": pred.partners[:3]})
         for stage, secs in {"decode": t1 - t0, "process": t2 - t1, "seal": t3 - t2, "produce": done - now - (t3 - t0)}.items():
             m.inc("stage_seconds_total", secs, help="time spent per pipeline stage", stage=stage)
         for stage, secs in result.timings.items():
@@ -267,6 +280,7 @@ class Worker:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     totals: dict[str, int] = field(default_factory=lambda: {"applied": 0, "batches": 0, "records": 0})
     snapshot_info: dict[str, Any] = field(default_factory=dict)
+    lag: dict[str, int] = field(default_factory=dict)  # per input partition, refreshed each loop
     _since_snapshot: int = 0
     _snapshot_at: float = field(default_factory=time.monotonic)
     _producer: Any = None
@@ -303,6 +317,22 @@ class Worker:
         finally:
             self.ready = False
             await self._shutdown()
+
+    def status(self, plaintext: bool = False) -> dict[str, Any]:
+        """What ``/api/status`` and the dashboard show; prediction partners only with ``plaintext``."""
+        p, s = self.pipeline, self.settings
+        preds = [{k: v for k, v in x.items() if plaintext or k not in ("node", "top")} for x in p.live.predictions]
+        edges_lag = {k: v for k, v in self.lag.items() if k.startswith(s.topic_edges + ":")}
+        return {"app_id": s.app_id, "ready": self.ready, "model_version": p.processor.model_version,
+                "graph": {"nodes": p.processor.graph.num_nodes, "edges": p.processor.graph.num_edges},
+                "lag": {"total": sum(self.lag.values()), "edges_partitions": edges_lag},
+                "owned_partitions": sorted(self.ownership.owned) if self.ownership else [],
+                "live": p.live.snapshot(), "totals": dict(self.totals),
+                "batching": {"max_batch": s.max_batch, "window_s": s.batch_window},
+                "deadlettered": int(p.metrics.counter("events_total", outcome="deadlettered")),
+                "webhooks": dict(p.webhooks.stats) if p.webhooks else None,
+                "snapshot": self.snapshot_info, "alerts": list(p.live.alerts)[::-1], "predictions": preds[::-1],
+                "plaintext": plaintext}
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM / SIGINT): finish the batch in hand, publish, snapshot, commit."""
@@ -363,7 +393,8 @@ class Worker:
     async def _gauges(self) -> None:
         assert self.source is not None and self.ownership is not None
         m = self.pipeline.metrics
-        for key, lag in (await self.source.lag()).items():
+        self.lag = await self.source.lag()
+        for key, lag in self.lag.items():
             topic, _, part = key.rpartition(":")
             m.set("consumer_lag", lag, help="records not yet processed, per input partition", topic=topic,
                   partition=part)

@@ -43,8 +43,12 @@ class Settings(BaseSettings):
     linger_ms: int = Field(2, ge=0, description="producer batching delay")
 
     # micro-batching
-    max_batch: int = Field(500, ge=1)
-    batch_window: float = Field(0.2, gt=0, description="seconds to wait for a batch to fill")
+    batch_mode: Literal["adaptive", "fixed"] = Field(
+        "adaptive", description="adaptive: size and window chosen to hold latency_target; fixed: max_batch/batch_window")
+    latency_target: float = Field(0.25, gt=0, description="p99 seconds the adaptive controller aims for")
+    batch_limit: int = Field(20_000, ge=1, description="largest batch the adaptive controller may choose")
+    max_batch: int = Field(500, ge=1, description="batch size in fixed mode")
+    batch_window: float = Field(0.2, gt=0, description="seconds to wait for a batch to fill (fixed mode)")
 
     # engine and model
     directed: bool = False

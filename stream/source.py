@@ -143,6 +143,11 @@ class Source:
                 (out if r.offset < end.get(tp_key(r.topic, r.partition), 0) else self._held).append(r)
         return self._cut(out)
 
+    @property
+    def produced(self) -> tuple[float, int]:
+        """(monotonic time of the last end-offset refresh, sum of log end offsets): arrivals."""
+        return self._ends_at, sum(self._ends.values())
+
     async def lag(self) -> dict[str, int]:
         """Records not yet handed out, per partition (log end offset - position)."""
         now = time.monotonic()

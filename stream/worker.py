@@ -31,6 +31,7 @@ from security.recipients import load_recipients, seal_for
 from stream.metrics import Metrics
 from stream.outputs import alert_record, deadletter_record, prediction_record
 from stream.journal import Journal
+from stream.batching import BatchController
 from stream.metrics import SIZE_BUCKETS
 from stream.settings import Settings
 from stream.status import LiveStats
@@ -281,6 +282,8 @@ class Worker:
     totals: dict[str, int] = field(default_factory=lambda: {"applied": 0, "batches": 0, "records": 0})
     snapshot_info: dict[str, Any] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)  # per input partition, refreshed each loop
+    controller: BatchController = field(default_factory=BatchController)
+    _arrivals: tuple[float, int] | None = None  # (time, sum of log end offsets) at the last refresh
     _since_snapshot: int = 0
     _snapshot_at: float = field(default_factory=time.monotonic)
     _producer: Any = None
@@ -308,10 +311,14 @@ class Worker:
             if replayed:
                 log.warning("replayed %d journaled batches after the snapshot", replayed)
             self.ready = True
+            self.controller = BatchController(target=s.latency_target, max_batch=s.batch_limit)
             while not self.stopping.is_set():
-                batch = await self.source.batch(s.max_batch, s.batch_window)
+                size, window = self._batching()
+                batch = await self.source.batch(size, window)
                 if batch is not None and batch.records:
+                    t0 = time.perf_counter()
                     await self._process(batch)
+                    self.controller.observe(len(batch.records), time.perf_counter() - t0)
                 self._maybe_snapshot()
                 await self._gauges()
         finally:
@@ -328,11 +335,20 @@ class Worker:
                 "lag": {"total": sum(self.lag.values()), "edges_partitions": edges_lag},
                 "owned_partitions": sorted(self.ownership.owned) if self.ownership else [],
                 "live": p.live.snapshot(), "totals": dict(self.totals),
-                "batching": {"max_batch": s.max_batch, "window_s": s.batch_window},
+                "batching": self._batching_status(),
                 "deadlettered": int(p.metrics.counter("events_total", outcome="deadlettered")),
                 "webhooks": dict(p.webhooks.stats) if p.webhooks else None,
                 "snapshot": self.snapshot_info, "alerts": list(p.live.alerts)[::-1], "predictions": preds[::-1],
                 "plaintext": plaintext}
+
+    def _batching_status(self) -> dict[str, Any]:
+        s, c = self.settings, self.controller
+        if s.batch_mode == "fixed":
+            return {"mode": "fixed", "max_batch": s.max_batch, "window_s": s.batch_window}
+        size, window = c.next()
+        return {"mode": "adaptive", "max_batch": size, "window_s": round(window, 4), "arrival_rate": round(c.rate, 1),
+                "per_batch_ms": round(c.a * 1000, 2), "per_record_us": round(c.b * 1e6, 1),
+                "expected_latency_ms": round(c.expected_latency(size) * 1000, 1)}
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM / SIGINT): finish the batch in hand, publish, snapshot, commit."""
@@ -390,10 +406,26 @@ class Worker:
                                      or time.monotonic() - self._snapshot_at >= s.snapshot_seconds):
             self.snapshot()
 
+    def _batching(self) -> tuple[int, float]:
+        s = self.settings
+        if s.batch_mode == "fixed":
+            return s.max_batch, s.batch_window
+        size, window = self.controller.next()
+        m = self.pipeline.metrics
+        m.set("batch_target_records", size, help="batch size the adaptive controller chose")
+        m.set("batch_target_window_seconds", window, help="fill window the adaptive controller chose")
+        return size, window
+
     async def _gauges(self) -> None:
         assert self.source is not None and self.ownership is not None
         m = self.pipeline.metrics
         self.lag = await self.source.lag()
+        at, produced = self.source.produced
+        if self._arrivals is not None and at > self._arrivals[0]:  # arrivals: growth of the log end offsets
+            self.controller.arrivals((produced - self._arrivals[1]) / (at - self._arrivals[0]))
+            m.set("arrival_rate", self.controller.rate, help="input records per second (EWMA)")
+        if self._arrivals is None or at > self._arrivals[0]:
+            self._arrivals = (at, produced)
         for key, lag in self.lag.items():
             topic, _, part = key.rpartition(":")
             m.set("consumer_lag", lag, help="records not yet processed, per input partition", topic=topic,

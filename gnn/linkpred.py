@@ -65,8 +65,10 @@ class PairFeatures:
         f[:, 0], f[:, 1], f[:, 2] = seen, np.log1p(np.abs(w)), rec
         f[:, 3], f[:, 4], f[:, 5], f[:, 6] = np.log1p(deg[a]), np.log1p(deg[b]), np.log1p(cn), aa
         f[:, 8] = f[:, 0] * rec
-        hn = torch.nn.functional.normalize(emb - emb[1:].mean(0, keepdim=True), dim=1)
-        f[:, 7] = (hn[torch.from_numpy(a)] * hn[torch.from_numpy(b)]).sum(1).cpu().numpy()
+        mean = emb[1:].mean(0, keepdim=True)  # centred cosine; only the gathered rows are normalised
+        ha = torch.nn.functional.normalize(emb[torch.from_numpy(a).to(emb.device)] - mean, dim=1)
+        hb = torch.nn.functional.normalize(emb[torch.from_numpy(b).to(emb.device)] - mean, dim=1)
+        f[:, 7] = (ha * hb).sum(1).cpu().numpy()
         out[known] = f
         return out
 

@@ -121,8 +121,12 @@ class Source:
         deadline = time.monotonic() + window if out else None
         while len(out) < max_records:
             wait = idle if deadline is None else deadline - time.monotonic()
-            if wait <= 0:
-                break
+            if wait <= 0:  # window over: still take what is already fetched, without waiting
+                got = await self._fetch(0.0, max_records - len(out))
+                if not got:
+                    break
+                out += got
+                continue
             got = await self._fetch(wait, max_records - len(out))
             if not got and deadline is None:
                 return None
@@ -159,7 +163,7 @@ class Source:
 
     # ---- helpers ------------------------------------------------------------------------------
     async def _fetch(self, wait: float, max_records: int) -> list[Record]:
-        got = await self._consumer.getmany(timeout_ms=max(1, int(wait * 1000)), max_records=max_records)
+        got = await self._consumer.getmany(timeout_ms=max(0, int(wait * 1000)), max_records=max_records)
         out = []
         for tp, msgs in got.items():
             for m in msgs:

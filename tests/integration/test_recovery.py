@@ -23,9 +23,28 @@ from stream.demo import WorkerProcess
 from stream.kafka import ensure_topics
 from stream.producer import produce, synthetic_events
 from stream.subscriber import open_record
-from tests.integration.test_worker_e2e import _drain, _settings
+from tests.integration.test_worker_e2e import _settings
 
 pytestmark = pytest.mark.integration
+
+
+def _read_to_end(s, bootstrap: str, topic: str, timeout: float = 90.0) -> list:  # noqa: ANN001
+    """Every record of ``topic`` up to its current end offsets (not time-bounded like ``_drain``)."""
+    from stream.kafka import assigned_consumer
+
+    consumer = assigned_consumer(s, bootstrap, [topic])
+    try:
+        parts = list(consumer.assignment())
+        ends = consumer.end_offsets(parts)
+        out: list = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for msgs in consumer.poll(timeout_ms=300).values():
+                out.extend(msgs)
+        return out
+    finally:
+        consumer.close()
 
 
 def _wait_drained(worker: WorkerProcess, timeout: float = 90.0) -> None:
@@ -92,7 +111,7 @@ def test_sigkill_twice_state_equals_offline_replay(broker, tmp_path: Path) -> No
     # outputs: every event's endpoints got a prediction from a batch covering it (at least once);
     # records sharing an id are true duplicates (same node, same input range)
     preds = [open_record(ring, s.topic_predictions, m.key, m.value)
-             for m in _drain(s, broker.bootstrap, s.topic_predictions, 10**9, timeout=15.0)]
+             for m in _read_to_end(s, broker.bootstrap, s.topic_predictions)]
     by_id: dict[str, set] = defaultdict(set)
     covered: dict[str, list] = defaultdict(list)
     for p in preds:
@@ -100,7 +119,8 @@ def test_sigkill_twice_state_equals_offline_replay(broker, tmp_path: Path) -> No
         for tp, (a, b) in p["offsets"].items():
             covered[p["node"]].append((tp, a, b))
     assert all(len(v) == 1 for v in by_id.values())
-    edges = _drain(s, broker.bootstrap, s.topic_edges, len(items) + 20)
+    edges = _read_to_end(s, broker.bootstrap, s.topic_edges)
+    assert len(edges) == len(items) + 20
     missing = 0
     for m in edges:
         try:

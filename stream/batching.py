@@ -11,6 +11,9 @@ worker consumed plus the change in its lag).
   batch only adds latency, so the smallest batch that keeps up is the latency-optimal one.
 - Overloaded (``bλ ≥ 1``: no batch size keeps up): the largest batch, to drain the backlog
   with the least per-batch overhead.
+- Behind (a backlog — lag — larger than that batch): take the backlog, up to the largest
+  batch, without waiting; a backlog is latency already spent, and small batches would drain it
+  at the worst per-record cost.
 """
 
 from __future__ import annotations
@@ -55,19 +58,21 @@ class BatchController:
         """Observed arrival rate over the last interval (records/s)."""
         self.rate = rate if self.rate == 0 else alpha * rate + (1 - alpha) * self.rate
 
-    def next(self) -> tuple[int, float]:
-        """(max records, fill window in seconds) for the next batch."""
+    def next(self, backlog: int = 0) -> tuple[int, float]:
+        """(max records, fill window in seconds) for the next batch; ``backlog`` = records waiting."""
         lam, a, b = self.rate, self.a, self.b
         if lam <= 0:
-            return max(self.min_batch, min(100, self.max_batch)), min(0.05, self.target / 4)  # no rate yet
-        load = b * lam * self.headroom
-        if load >= 1:  # overloaded: biggest batches, no waiting
+            n, window = max(self.min_batch, min(100, self.max_batch)), min(0.05, self.target / 4)  # no rate yet
+        elif b * lam * self.headroom >= 1:  # overloaded: biggest batches, no waiting
             return self.max_batch, 0.0
-        need = a * lam * self.headroom / (1 - load)
-        self._turn += 1  # dither the size (1, 1.4, 0.8, ...) so the fit can separate a from b
-        need *= _DITHER[self._turn % len(_DITHER)]
-        n = int(min(self.max_batch, max(self.min_batch, math.ceil(need))))
-        window = min(n / lam, self.target / 4)
+        else:
+            need = a * lam * self.headroom / (1 - b * lam * self.headroom)
+            self._turn += 1  # dither the size (1, 1.4, 0.8, ...) so the fit can separate a from b
+            need *= _DITHER[self._turn % len(_DITHER)]
+            n = int(min(self.max_batch, max(self.min_batch, math.ceil(need))))
+            window = min(n / lam, self.target / 4)
+        if backlog > n:
+            return int(min(self.max_batch, backlog)), 0.0
         return n, window
 
     def expected_latency(self, n: int) -> float:

@@ -68,6 +68,7 @@ class Source:
     settings: Settings
     bootstrap: str
     topics: list[str]
+    drain_wait: float = 0.005  # after the window: a fetch that brings nothing within this ends the batch
     _consumer: Any = None
     _tps: dict[str, Any] = field(default_factory=dict)  # "topic:partition" -> TopicPartition
     _held: list[Record] = field(default_factory=list)  # fetched, not yet handed out (in order)
@@ -121,8 +122,8 @@ class Source:
         deadline = time.monotonic() + window if out else None
         while len(out) < max_records:
             wait = idle if deadline is None else deadline - time.monotonic()
-            if wait <= 0:  # window over: still take what is already fetched, without waiting
-                got = await self._fetch(0.0, max_records - len(out))
+            if wait <= 0:  # window over: keep taking while records are flowing (a backlog), briefly
+                got = await self._fetch(self.drain_wait, max_records - len(out))
                 if not got:
                     break
                 out += got

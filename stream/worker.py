@@ -345,7 +345,7 @@ class Worker:
         s, c = self.settings, self.controller
         if s.batch_mode == "fixed":
             return {"mode": "fixed", "max_batch": s.max_batch, "window_s": s.batch_window}
-        size, window = c.next()
+        size, window = c.next(backlog=sum(self.lag.values()))
         return {"mode": "adaptive", "max_batch": size, "window_s": round(window, 4), "arrival_rate": round(c.rate, 1),
                 "per_batch_ms": round(c.a * 1000, 2), "per_record_us": round(c.b * 1e6, 1),
                 "expected_latency_ms": round(c.expected_latency(size) * 1000, 1)}
@@ -410,7 +410,7 @@ class Worker:
         s = self.settings
         if s.batch_mode == "fixed":
             return s.max_batch, s.batch_window
-        size, window = self.controller.next()
+        size, window = self.controller.next(backlog=sum(self.lag.values()))
         m = self.pipeline.metrics
         m.set("batch_target_records", size, help="batch size the adaptive controller chose")
         m.set("batch_target_window_seconds", window, help="fill window the adaptive controller chose")

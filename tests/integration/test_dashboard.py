@@ -47,10 +47,17 @@ def test_dashboard_shows_live_numbers(broker, tmp_path: Path) -> None:  # noqa: 
         produce(s, broker.bootstrap, items, inject_malformed=7, progress=False)
         _wait_drained(worker)
         status = json.loads(worker.get("/api/status")[1])
+        metrics = worker.get("/metrics")[1]
         dom = _render(f"http://127.0.0.1:{worker.web_port}/ui", tmp_path)
     finally:
         worker.stop()
     assert 'data-loaded="1"' in dom, dom[:2000]
+    for family in ("events_total", "batch_records_bucket", "batch_latency_seconds_bucket",
+                   "event_latency_seconds_bucket", "consumer_lag", "graph_nodes", "graph_edges", "rows_reembedded_total",
+                   "model_info", "predictions_total", "alerts_total", "arrival_rate", "batch_target_records",
+                   "owned_partitions"):
+        assert f"\nlepton_{family}" in metrics, family
+    assert 'lepton_events_total{outcome="deadlettered"} 7' in metrics
     shown = {k: html.unescape(v).strip() for k, v in re.findall(r'data-k="([^"]+)"[^>]*>([^<]*)<', dom)}
     assert shown["graph.edges"] == f"{status['graph']['edges']:,}" and status["graph"]["edges"] > 1000
     assert shown["graph.nodes"] == f"{status['graph']['nodes']:,}"

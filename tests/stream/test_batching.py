@@ -53,3 +53,13 @@ def test_overload_takes_the_largest_batches() -> None:
         c.observe(100, 0.001 + 100 * 200e-6)
     c.arrivals(10_000.0)  # 200 us/record: 5k/s at most
     assert c.next() == (5000, 0.0)
+
+
+def test_a_backlog_is_drained_in_large_batches_even_when_arrivals_stop() -> None:
+    c = BatchController(max_batch=5000)
+    for n in (50, 70, 40) * 5:
+        c.observe(n, 0.05 + 200e-6 * n)
+    c.arrivals(0.001)  # the producer stopped: the rate estimate decays towards zero
+    assert c.next(backlog=0)[0] < 50
+    assert c.next(backlog=120_000) == (5000, 0.0)
+    assert c.next(backlog=800) == (800, 0.0)

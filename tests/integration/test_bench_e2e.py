@@ -1,0 +1,28 @@
+"""`lepton bench e2e` at a small size: the real path, exact per-event latencies, JSON out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_e2e_small_sweep(broker, tmp_path: Path) -> None:  # noqa: ANN001
+    out = tmp_path / "e2e.json"
+    r = subprocess.run([sys.executable, "-m", "stream.cli", "bench", "e2e", "--sweep", "200,400", "--duration", "3",
+                        "--preload-edges", "20000", "--preload-nodes", "2000", "--bootstrap", broker.bootstrap,
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [run["offered_rate"] for run in result["runs"]] == [200.0, 400.0]
+    for run in result["runs"]:
+        assert run["events"] == int(run["offered_rate"] * 3) and run["unmatched_events"] == 0
+        assert 0 < run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"] <= run["max_ms"] < 10_000
+        assert run["throughput"] > 0.5 * run["offered_rate"] and run["rss_mb_max"] > 50
+        assert run["graph_edges"] >= 19_000 and set(run["us_per_event"]) >= {"decode", "kernels", "predict", "seal"}
+    assert result["sweep"]["rates_tried"] == [200.0, 400.0]

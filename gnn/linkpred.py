@@ -27,6 +27,7 @@ __all__ = ["PairFeatures", "LogisticDecoder", "LinkModel"]
 class PairFeatures:
     """Pair features from a :class:`DynamicGraph` plus a per-pair last-seen time."""
 
+    CHUNK = 65_536  # pairs per slice in ``compute`` (keeps peak memory independent of batch size)
     NAMES = ("seen", "log_count", "recency", "log_deg_u", "log_deg_v", "log_cn", "adamic_adar", "cos",
              "seen_x_recency")
 
@@ -49,6 +50,10 @@ class PairFeatures:
         g = self.graph
         u = np.asarray(u, np.int64)
         v = np.asarray(v, np.int64)
+        if len(u) > self.CHUNK:  # bounded memory: neighbour lists are gathered per slice
+            ts = np.broadcast_to(np.asarray(ts, np.float64), u.shape)
+            return np.concatenate([self.compute(u[i:i + self.CHUNK], v[i:i + self.CHUNK], ts[i:i + self.CHUNK], emb)
+                                   for i in range(0, len(u), self.CHUNK)])
         out = np.zeros((len(u), len(self.NAMES)), np.float64)
         known = np.flatnonzero((u > 0) & (v > 0))
         if len(known) == 0:

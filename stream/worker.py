@@ -110,7 +110,8 @@ class Pipeline:
             except EventError as err:
                 acks.append(self._deadletter(r, err, now))
         t1 = time.perf_counter()
-        result = self.processor.process(valid, now=now, produced_ms=stamps)
+        # in a thread: the event loop keeps heartbeating the group and serving /healthz meanwhile
+        result = await asyncio.to_thread(self.processor.process, valid, now, stamps)
         t2 = time.perf_counter()
         self.batches += 1
         version = self.processor.model_version

@@ -79,3 +79,16 @@ def test_common_neighbours_match_set_intersection(directed: bool) -> None:
     cn, aa = _common_neighbours(g, a, b, g.in_degree().astype(np.float64))
     ref_cn, ref_aa = _common_reference(g, a, b)
     assert np.array_equal(cn, ref_cn) and np.allclose(aa, ref_aa) and cn.max() > 3
+
+
+def test_compute_in_slices_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = DynamicGraph()
+    g.node_ids([f"n{i}" for i in range(30)], create=True)
+    rng = np.random.default_rng(1)
+    g.add_edges(rng.integers(1, 31, 200), rng.integers(1, 31, 200))
+    f = PairFeatures(g)
+    u, v = rng.integers(0, 31, 500), rng.integers(1, 31, 500)
+    emb = torch.randn(31, 8)
+    whole = f.compute(u, v, np.full(500, 3.0), emb)
+    monkeypatch.setattr(PairFeatures, "CHUNK", 64)
+    assert np.allclose(f.compute(u, v, np.full(500, 3.0), emb), whole)

@@ -78,6 +78,9 @@ class PairFeatures:
         return out
 
 
+_CN_BUDGET = 4_000_000  # neighbour entries gathered per slice in ``_common_neighbours``
+
+
 def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: |N(a) ∩ N(b)| and the Adamic-Adar sum over the common neighbours.
 
@@ -86,6 +89,11 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
     (often a hub), so the cost is the sum of the *smaller* degrees, not of both.
     """
     m = len(a)
+    cost = np.cumsum(np.minimum(deg[a], deg[b]))
+    if m > 1 and cost[-1] > _CN_BUDGET:  # hub-hub pairs gather long lists: bound the memory per slice
+        cut = np.unique(np.searchsorted(cost, np.arange(_CN_BUDGET, cost[-1], _CN_BUDGET)).clip(1, m - 1))
+        parts = [_common_neighbours(g, x, y, deg) for x, y in zip(np.split(a, cut), np.split(b, cut))]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     swap = deg[a] > deg[b]
     small, big = np.where(swap, b, a), np.where(swap, a, b)
     ubig, big_idx = np.unique(big, return_inverse=True)

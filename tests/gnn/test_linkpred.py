@@ -79,6 +79,14 @@ def test_common_neighbours_match_set_intersection(directed: bool) -> None:
     cn, aa = _common_neighbours(g, a, b, g.in_degree().astype(np.float64))
     ref_cn, ref_aa = _common_reference(g, a, b)
     assert np.array_equal(cn, ref_cn) and np.allclose(aa, ref_aa) and cn.max() > 3
+    import gnn.linkpred as lp
+
+    old, lp._CN_BUDGET = lp._CN_BUDGET, 50  # many slices: same answer
+    try:
+        cn2, aa2 = _common_neighbours(g, a, b, g.in_degree().astype(np.float64))
+    finally:
+        lp._CN_BUDGET = old
+    assert np.array_equal(cn2, ref_cn) and np.allclose(aa2, ref_aa)
 
 
 def test_compute_in_slices_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -255,6 +255,7 @@ def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second
               preload_edges: int = typer.Option(1_000_000, help="edges of the pre-loaded power-law graph"),
               preload_nodes: int = typer.Option(100_000, help="nodes of the pre-loaded graph"),
               drain_timeout: float = typer.Option(120.0, help="seconds to wait for the worker to catch up after producing"),
+              warmup: float = typer.Option(3.0, help="leading seconds of each run left out of the latency figures"),
               bootstrap: Optional[str] = typer.Option(None, help="Kafka bootstrap (default: embedded broker)"),
               worker_env: list[str] = typer.Option([], "--set", help="worker setting NAME=VALUE (LEPTON_ implied), "
                                                    "repeatable, e.g. --set MAX_BATCH=2000"),
@@ -275,7 +276,7 @@ def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second
     s = _settings(bootstrap=bootstrap)
     rates = [float(r) for r in sweep_rates.split(",")] if sweep_rates else None
     cfg = E2EConfig(rate=rate, duration=duration, preload_edges=preload_edges, preload_nodes=preload_nodes,
-                    drain_timeout=drain_timeout, worker_env=env)
+                    drain_timeout=drain_timeout, warmup=warmup, worker_env=env)
     with tempfile.TemporaryDirectory(prefix="lepton-bench-") as tmp:
         broker = None if s.bootstrap else EmbeddedBroker(log_dir=Path(tmp) / "logs").start()
         try:

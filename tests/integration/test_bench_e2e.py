@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 def test_bench_e2e_small_sweep(broker, tmp_path: Path) -> None:  # noqa: ANN001
     out = tmp_path / "e2e.json"
     r = subprocess.run([sys.executable, "-m", "stream.cli", "bench", "e2e", "--sweep", "200,400", "--duration", "3",
-                        "--preload-edges", "20000", "--preload-nodes", "2000", "--bootstrap", broker.bootstrap,
+                        "--preload-edges", "20000", "--preload-nodes", "2000", "--warmup", "0.5", "--bootstrap", broker.bootstrap,
                         "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())

@@ -24,5 +24,6 @@ def test_bench_e2e_small_sweep(broker, tmp_path: Path) -> None:  # noqa: ANN001
         assert run["events"] == int(run["offered_rate"] * 3) and run["unmatched_events"] == 0
         assert 0 < run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"] <= run["max_ms"] < 10_000
         assert run["throughput"] > 0.5 * run["offered_rate"] and run["rss_mb_max"] > 50
-        assert run["graph_edges"] >= 19_000 and set(run["us_per_event"]) >= {"decode", "kernels", "predict", "seal"}
+        # the 20k preloaded power-law edges merge to ~17k distinct; 1,800 streamed events alone cannot reach this
+        assert run["graph_edges"] >= 15_000 and set(run["us_per_event"]) >= {"decode", "kernels", "predict", "seal"}
     assert result["sweep"]["rates_tried"] == [200.0, 400.0]

@@ -83,9 +83,9 @@ def broker(port: Optional[int] = typer.Option(None, help="TCP port (default: a f
 
     s = _settings(state_dir=state_dir)
     b = EmbeddedBroker(port=port, log_dir=s.state_dir / "logs").start()
-    print(b.bootstrap, flush=True)
-    console.print(f"embedded broker running at {b.bootstrap} (log: {b.log_path}); Ctrl-C to stop")
-    try:
+    try:  # from here on, Ctrl-C at any point stops the broker
+        print(b.bootstrap, flush=True)
+        console.print(f"embedded broker running at {b.bootstrap} (log: {b.log_path}); Ctrl-C to stop")
         while b.process is not None and b.process.poll() is None:
             time.sleep(0.5)
     except KeyboardInterrupt:

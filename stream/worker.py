@@ -311,6 +311,7 @@ class Worker:
                 replayed += 1
             if replayed:
                 log.warning("replayed %d journaled batches after the snapshot", replayed)
+            await self._gauges()  # lag and ownership are on /metrics before /readyz says ready
             self.ready = True
             self.controller = BatchController(target=s.latency_target, max_batch=s.batch_limit)
             while not self.stopping.is_set():

@@ -63,4 +63,4 @@ def test_cli_broker_prints_bootstrap(tmp_path: Path) -> None:
         wait_for_broker(line, timeout=5)
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        proc.wait(timeout=20)  # SIGTERM to Tansu, SIGKILL after 5 s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -82,8 +83,10 @@ def broker(port: Optional[int] = typer.Option(None, help="TCP port (default: a f
     from stream.broker import EmbeddedBroker  # noqa: PLC0415
 
     s = _settings(state_dir=state_dir)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: a shell's background job starts with SIGINT ignored
+        signal.signal(sig, signal.default_int_handler)
     b = EmbeddedBroker(port=port, log_dir=s.state_dir / "logs").start()
-    try:  # from here on, Ctrl-C at any point stops the broker
+    try:  # from here on, Ctrl-C (or SIGTERM) at any point stops the broker
         print(b.bootstrap, flush=True)
         console.print(f"embedded broker running at {b.bootstrap} (log: {b.log_path}); Ctrl-C to stop")
         while b.process is not None and b.process.poll() is None:

@@ -27,6 +27,7 @@ import psutil
 from security.keys import KeyRing
 from stream.demo import WorkerProcess
 from stream.kafka import aiokafka_config, ensure_topics
+from stream.producer import edge_key
 from stream.settings import Settings
 from stream.subscriber import open_record
 
@@ -159,8 +160,7 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
             await asyncio.sleep(due - time.monotonic())
         u, v = int(ids[i, 0]), int(ids[i, 1])
         value = json.dumps({"src": str(u), "dst": str(v), "ts": time.time(), "id": f"{seed}-{i}"}).encode()
-        a, b = sorted((str(u), str(v)))
-        futures.append(await producer.send(s.topic_edges, value=value, key=f"{a}|{b}".encode()))
+        futures.append(await producer.send(s.topic_edges, value=value, key=edge_key(u, v)))
     produce_s = time.monotonic() - start
     for f in futures:
         md = await f

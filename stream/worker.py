@@ -30,6 +30,7 @@ from security.keys import KeyRing
 from security.recipients import load_recipients, seal_for
 from stream.metrics import Metrics
 from stream.outputs import alert_record, deadletter_record, prediction_record
+from stream.producer import edge_key
 from stream.journal import Journal
 from stream.batching import BatchController
 from stream.metrics import SIZE_BUCKETS
@@ -285,6 +286,7 @@ class Worker:
     lag: dict[str, int] = field(default_factory=dict)  # per input partition, refreshed each loop
     controller: BatchController = field(default_factory=BatchController)
     _arrivals: tuple[float, int] | None = None  # (time, sum of log end offsets) at the last refresh
+    _chosen: tuple[int, float] = (0, 0.0)  # the adaptive controller's last (size, window)
     _since_snapshot: int = 0
     _snapshot_at: float = field(default_factory=time.monotonic)
     _producer: Any = None
@@ -347,7 +349,7 @@ class Worker:
         s, c = self.settings, self.controller
         if s.batch_mode == "fixed":
             return {"mode": "fixed", "max_batch": s.max_batch, "window_s": s.batch_window}
-        size, window = c.next(backlog=sum(self.lag.values()))
+        size, window = self._chosen  # what the loop chose; asking the controller again would advance its dither
         return {"mode": "adaptive", "max_batch": size, "window_s": round(window, 4), "arrival_rate": round(c.rate, 1),
                 "per_batch_ms": round(c.a * 1000, 2), "per_record_us": round(c.b * 1e6, 1),
                 "expected_latency_ms": round(c.expected_latency(size) * 1000, 1)}
@@ -412,7 +414,7 @@ class Worker:
         s = self.settings
         if s.batch_mode == "fixed":
             return s.max_batch, s.batch_window
-        size, window = self.controller.next(backlog=sum(self.lag.values()))
+        size, window = self._chosen = self.controller.next(backlog=sum(self.lag.values()))
         m = self.pipeline.metrics
         m.set("batch_target_records", size, help="batch size the adaptive controller chose")
         m.set("batch_target_window_seconds", window, help="fill window the adaptive controller chose")
@@ -471,12 +473,6 @@ class Worker:
 def prediction_id(batch_id: str, node: str) -> str:
     """Deterministic id of a prediction: the batch's offsets and the node (replays repeat it)."""
     return hashlib.sha256(f"{batch_id}|{node}".encode()).hexdigest()[:24]
-
-
-def edge_key(src: str, dst: str) -> bytes:
-    """The unordered pair, as the producer keys edge records (see ``stream.producer.edge_key``)."""
-    a, b = sorted((src, dst))
-    return f"{a}|{b}".encode()
 
 
 def run_worker(settings: Settings) -> None:

@@ -436,7 +436,7 @@ def state_inspect(state_dir: Path = typer.Option(Path(".lepton"), help="the work
         out = {"snapshot": str(path), "seq": meta["seq"], "created": meta["created"], **meta["summary"],
                "offsets": meta.get("offsets", {}), "totals": meta.get("totals", {})}
         journal = state_dir / "journal.jsonl"
-        out["journaled_batches"] = sum(1 for _ in journal.open()) if journal.exists() else 0
+        out["journaled_batches"] = len(journal.read_text().splitlines()) if journal.exists() else 0
         if verify:
             out["verified"] = summary(load_snapshot(path)[0]) == meta["summary"]
     except GnnError as err:

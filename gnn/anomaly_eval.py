@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gnn.anomaly import DEFAULT_WEIGHTS
 from gnn.events import EdgeEvent
 from gnn.metrics import average_precision, roc_auc
 
@@ -91,7 +92,7 @@ def score_stream(processor: object, table: pd.DataFrame, *, batch: int,
     """Feed ``table`` through ``processor`` in batches; the per-edge anomaly score and components
     (each edge scored before its insertion), plus edges/s."""
     src, dst, ts = table["src"].to_numpy(), table["dst"].to_numpy(), table["ts"].to_numpy(np.float64)
-    scores, comps = [], {"midas": [], "surprise": [], "burst": []}
+    scores, comps = [], {name: [] for name in DEFAULT_WEIGHTS}
     t0 = time.perf_counter()
     for lo in range(0, len(table), batch):
         hi = min(lo + batch, len(table))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from gnn.errors import GnnError
-from gnn.linkpred import LogisticDecoder
+from gnn.linkpred import LogisticDecoder, PairFeatures
 from gnn.model import ModelConfig
 
 __all__ = ["save_checkpoint", "load_checkpoint", "Checkpoint", "FORMAT"]
@@ -47,6 +47,9 @@ class Checkpoint(dict):
         d = self.get("decoder")
         if d is None:
             return None
+        if len(d["w"]) != len(PairFeatures.NAMES):
+            raise GnnError(f"checkpoint {self.version}: its decoder uses {len(d['w'])} pair features, this version "
+                           f"computes {len(PairFeatures.NAMES)}; make a new one with `lepton train`")
         dec = LogisticDecoder()
         dec.mean, dec.std, dec.w = (d[k].numpy().astype(np.float64) for k in ("mean", "std", "w"))
         dec.b = float(d["b"])

@@ -8,8 +8,10 @@ negatives, so the model subsumes the memorisation baseline (EdgeBank) instead of
 
 Features (``PairFeatures.NAMES``): ``seen`` (pair interacted before), ``log_count``,
 ``recency`` (exp(-Δt / τ) since the pair's last interaction), ``log_deg_u``, ``log_deg_v``,
-``log_cn`` (common neighbours), ``adamic_adar``, ``cos`` (embedding cosine), and the
-interaction ``seen × recency``.
+``log_cn`` (common neighbours), ``adamic_adar``, ``cos`` (embedding cosine), the
+interaction ``seen × recency``, and each endpoint's activity: ``log_age_u`` / ``log_age_v``
+(log1p of seconds since the node's last interaction) and ``new_u`` / ``new_v`` (it has none;
+its age is then 0): real interactions come from nodes active now, random pairs mostly do not.
 """
 
 from __future__ import annotations
@@ -29,17 +31,28 @@ class PairFeatures:
 
     CHUNK = 65_536  # pairs per slice in ``compute`` (keeps peak memory independent of batch size)
     NAMES = ("seen", "log_count", "recency", "log_deg_u", "log_deg_v", "log_cn", "adamic_adar", "cos",
-             "seen_x_recency")
+             "seen_x_recency", "log_age_u", "log_age_v", "new_u", "new_v")
 
     def __init__(self, graph: DynamicGraph, *, tau: float = 86_400.0 * 7) -> None:
         self.graph = graph
         self.tau = tau
         self._last: dict[int, float] = {}
+        self._node_last = np.full(0, np.nan)  # per dense node id: time of its last interaction
 
     def observe(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray) -> None:
         """Remember the time of each interaction (dense ids, after the graph applied them)."""
-        for k, t in zip(_key(u, v).tolist(), np.asarray(ts, np.float64).tolist()):
+        ts = np.asarray(ts, np.float64)
+        for k, t in zip(_key(u, v).tolist(), ts.tolist()):
             self._last[k] = t
+        nodes, times = np.r_[np.asarray(u, np.int64), np.asarray(v, np.int64)], np.r_[ts, ts]
+        if len(nodes) and nodes.max() >= len(self._node_last):
+            grown = np.full(max(int(nodes.max()) + 1, 2 * len(self._node_last)), np.nan)
+            grown[: len(self._node_last)] = self._node_last
+            self._node_last = grown
+        latest = np.full(len(self._node_last), -np.inf)
+        np.maximum.at(latest, nodes, times)
+        touched = np.unique(nodes)
+        self._node_last[touched] = np.fmax(self._node_last[touched], latest[touched])
 
     def compute(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray, emb: torch.Tensor) -> np.ndarray:
         """``[n, len(NAMES)]`` features of pairs (u[i], v[i]) at time ts[i]; 0 ids = unknown nodes.
@@ -70,12 +83,21 @@ class PairFeatures:
         f[:, 0], f[:, 1], f[:, 2] = seen, np.log1p(np.abs(w)), rec
         f[:, 3], f[:, 4], f[:, 5], f[:, 6] = np.log1p(deg[a]), np.log1p(deg[b]), np.log1p(cn), aa
         f[:, 8] = f[:, 0] * rec
+        (f[:, 9], f[:, 11]), (f[:, 10], f[:, 12]) = self._age(a, t), self._age(b, t)
         mean = emb[1:].mean(0, keepdim=True)  # centred cosine; only the gathered rows are normalised
         ha = torch.nn.functional.normalize(emb[torch.from_numpy(a).to(emb.device)] - mean, dim=1)
         hb = torch.nn.functional.normalize(emb[torch.from_numpy(b).to(emb.device)] - mean, dim=1)
         f[:, 7] = (ha * hb).sum(1).cpu().numpy()
         out[known] = f
         return out
+
+    def _age(self, nodes: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log1p seconds since the node's last interaction, 1 if it never interacted)."""
+        known = nodes < len(self._node_last)
+        last = np.full(len(nodes), np.nan)
+        last[known] = self._node_last[nodes[known]]
+        new = np.isnan(last)
+        return np.where(new, 0.0, np.log1p(np.maximum(t - np.nan_to_num(last), 0.0))), new.astype(np.float64)
 
 
 _CN_BUDGET = 4_000_000  # neighbour entries gathered per slice in ``_common_neighbours``
@@ -155,6 +177,10 @@ class LogisticDecoder:
         return _sigmoid(((x - self.mean) / self.std) @ self.w + self.b)
 
 
+_REVERSED = [PairFeatures.NAMES.index(n.replace("_u", "_t").replace("_v", "_u").replace("_t", "_v"))
+             for n in PairFeatures.NAMES]  # column order of the features of (v, u)
+
+
 def _sigmoid(t: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * t))  # overflow-free logistic
 
@@ -194,6 +220,13 @@ class LinkModel:
         if self.decoder is None:
             return 1.0 / (1.0 + np.exp(-self.temperature * x[:, 7])), x
         return self.decoder.predict(x), x
+
+    def score_reversed(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities of the reversed pairs (v, u) from the features of (u, v): only the
+        per-endpoint columns swap (undirected graphs), so this costs no feature work."""
+        if self.decoder is None:
+            return 1.0 / (1.0 + np.exp(-self.temperature * x[:, 7]))
+        return self.decoder.predict(x[:, _REVERSED])
 
     def remember(self, x_pos: np.ndarray, x_neg: np.ndarray) -> None:
         """Add positive / negative samples (features computed before the edges were inserted)."""

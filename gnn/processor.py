@@ -64,6 +64,8 @@ class ProcessorConfig:
     refit_every: int = 5_000  # new positive samples between online decoder fits
     train_buffer: int = 50_000  # most recent training samples kept
     alert_rate: float = 0.002
+    anomaly_weights: dict[str, float] | None = None  # None: gnn.anomaly.DEFAULT_WEIGHTS
+    activity_window: float = 1000.0  # edges: the dormancy component's memory
     alert_warmup: int = 500
     storm_max: int = 50  # more alerting edges than this in one batch: one summary alert instead
     tick_seconds: float = 60.0
@@ -136,7 +138,8 @@ class Processor:
         if decoder is not None:
             self.link.install(decoder, version="ckpt")
         self._rng = np.random.default_rng(c.seed)
-        self.detector = AnomalyDetector(tick=c.tick_seconds, seed=c.seed)
+        self.detector = AnomalyDetector(tick=c.tick_seconds, seed=c.seed, weights=c.anomaly_weights,
+                                        activity_window=c.activity_window)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.scored = 0
 
@@ -172,6 +175,8 @@ class Processor:
         a = np.asarray(adds, np.int64)
         ts = np.array([events[i].ts for i in adds], np.float64)
         priors, x_pos = self.link.score(src[a], dst[a], ts, h)  # prior probability, before insertion
+        if not self.config.directed:  # an undirected pair: both orientations (the decoder learns p(dst | src))
+            priors = 0.5 * (priors + self.link.score_reversed(x_pos))
         if len(a):
             _, x_neg = self.link.score(src[a], self._rng.integers(1, g.n_rows, len(a)), ts, h)
             self.link.remember(x_pos, x_neg)  # online training samples

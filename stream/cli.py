@@ -340,18 +340,21 @@ def eval_anomaly(dataset: Path = typer.Option(..., help="edge file; with a `labe
                  seed: int = typer.Option(0), snapshot: int = typer.Option(1000, help="edges per scored batch"),
                  tick: float = typer.Option(3600.0, help="MIDAS tick in seconds of the data's time"),
                  detector: str = typer.Option("service", help="service (whole scoring path) | midas (sketch only)"),
+                 weights: Optional[str] = typer.Option(None, help="component weights, e.g. dormancy=1 (default: the service's)"),
                  json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
     """Edge anomaly AUC / AP: injected anomalies (TADDY protocol) or a labelled stream."""
     import numpy as np  # noqa: PLC0415
     import psutil  # noqa: PLC0415
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
 
+    from gnn.anomaly import parse_weights  # noqa: PLC0415
     from gnn.anomaly_eval import InjectionConfig, auc_ap, inject_anomalies, score_midas, score_stream  # noqa: PLC0415
     from gnn.io import read_edges  # noqa: PLC0415
     from gnn.processor import Processor, ProcessorConfig  # noqa: PLC0415
 
     table = read_edges(dataset)
-    p = Processor(ProcessorConfig(top_k=0, tick_seconds=tick, seed=seed))
+    p = Processor(ProcessorConfig(top_k=0, tick_seconds=tick, seed=seed,
+                                  anomaly_weights=parse_weights(weights) if weights else None))
     with Progress(TextColumn("[bold]score"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         task = bar.add_task("score", total=None)
         prog = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
@@ -369,10 +372,10 @@ def eval_anomaly(dataset: Path = typer.Option(..., help="edge file; with a `labe
         res = score_midas(test, tick=tick) if detector == "midas" else score_stream(p, test, batch=snapshot,
                                                                                      progress=prog)
     y = (test["label"].to_numpy() != 0).astype(int)
-    comps = {k: auc_ap(y, res[k]) for k in ("midas", "surprise", "burst") if k in res}
+    comps = {k: auc_ap(y, res[k]) for k in p.detector.weights if k in res}
     out = {"dataset": str(dataset), "protocol": "taddy-injection" if inject is not None else "labelled",
            "detector": detector, "inject": inject, "seed": seed, "test_edges": len(test), "anomalies": int(y.sum()),
-           **auc_ap(y, res["score"]), "components": comps,
+           **auc_ap(y, res["score"]), "components": comps, "weights": p.detector.weights,
            "edges_per_s": round(float(res["edges_per_s"])), "rss_mb": round(psutil.Process().memory_info().rss / 1e6),
            "model_version": p.model_version, "score_mean": round(float(np.mean(res["score"])), 4)}
     text = json.dumps(out, indent=2)

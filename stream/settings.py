@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     model: Path | None = Field(None, description="checkpoint from `lepton train` to start from (transfer)")
     alert_rate: float = Field(0.002, gt=0, lt=1)
     tick_seconds: float = Field(60.0, gt=0)
+    anomaly_weights: str | None = Field(None, description="e.g. dormancy=0.5,surprise=0.3,midas=0.1,burst=0.1")
+    activity_window: float = Field(1000.0, gt=0, description="edges the dormancy score remembers")
     seed: int = 0
 
     # security
@@ -104,6 +106,15 @@ class Settings(BaseSettings):
             raise ValueError("more than 1024 partitions per topic is almost certainly a mistake")
         return v
 
+    @field_validator("anomaly_weights")
+    @classmethod
+    def _known_weights(cls, v: str | None) -> str | None:
+        if v is not None:
+            from gnn.anomaly import AnomalyDetector, parse_weights  # noqa: PLC0415
+
+            AnomalyDetector(weights=parse_weights(v))  # raises ValueError with the reason
+        return v
+
     def resolved_device(self) -> str:
         """``auto`` means CUDA when torch sees a GPU, else CPU."""
         if self.device != "auto":
@@ -113,6 +124,7 @@ class Settings(BaseSettings):
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def processor_config(self) -> "ProcessorConfig":
+        from gnn.anomaly import parse_weights  # noqa: PLC0415
         from gnn.processor import ProcessorConfig  # noqa: PLC0415 - keeps torch out of CLI start-up
 
         return ProcessorConfig(directed=self.directed, hashed_dim=self.hashed_dim, feature_dim=self.feature_dim,
@@ -121,7 +133,8 @@ class Settings(BaseSettings):
                                aggregator=self.aggregator, backend=self.backend, device=self.resolved_device(),
                                prune_eps=self.prune_eps, top_k=self.top_k, refit_every=self.refit_every,
                                model_path=str(self.model) if self.model else None, alert_rate=self.alert_rate,
-                               tick_seconds=self.tick_seconds, seed=self.seed)
+                               tick_seconds=self.tick_seconds, seed=self.seed, activity_window=self.activity_window,
+                               anomaly_weights=parse_weights(self.anomaly_weights) if self.anomaly_weights else None)
 
     def topics(self) -> dict[str, int]:
         """Every topic the service uses, with its partition count."""

@@ -67,3 +67,57 @@ def test_node_burst_flags_a_sudden_spike() -> None:
     spike = nb.score(np.full(30, 7), rng.integers(50, 100, 30), np.full(30, 100.5))
     assert spike[-1] > 5 * max(1.0, normal.max()) and spike[0] < spike[-1]  # grows within the tick
     assert nb._mean.nbytes == nb._var.nbytes  # per-node arrays, no per-edge state
+
+
+def _activity_reference(batches: list[tuple[np.ndarray, np.ndarray]], window: float) -> np.ndarray:
+    """One edge at a time: decayed counts on an edge clock, each edge sees only earlier ones."""
+    val: dict[int, float] = {}
+    last: dict[int, int] = {}
+    out, clock = [], 0
+    for s, d in batches:
+        for a, b in zip(s.tolist(), d.tolist()):
+            act = {x: val.get(x, 0.0) * np.exp(-(clock - last.get(x, clock)) / window) for x in {a, b}}
+            out.append(-(np.log1p(act[a]) + np.log1p(act[b])))
+            for x in act:
+                val[x], last[x] = act[x] + 1.0, clock
+            clock += 1
+    return np.array(out)
+
+
+def test_node_activity_equals_edge_by_edge_reference() -> None:
+    from gnn.anomaly import NodeActivity
+
+    rng = np.random.default_rng(4)
+    for window in (1.0, 7.0, 300.0):  # window 1: many vectorised slices per batch
+        batches = [(rng.integers(0, 40, m), rng.integers(0, 40, m)) for m in rng.integers(1, 500, 6)]
+        batches.append((np.array([5, 5, 6]), np.array([5, 6, 5])))  # self-loops count once
+        na = NodeActivity(window=window)
+        got = np.concatenate([na.score(s, d) for s, d in batches])
+        np.testing.assert_allclose(got, _activity_reference(batches, window), atol=1e-6)
+
+
+def test_dormancy_flags_an_edge_between_idle_nodes() -> None:
+    from gnn.anomaly import NodeActivity
+
+    na = NodeActivity(window=200.0)
+    rng = np.random.default_rng(5)
+    na.score(np.array([900]), np.array([901]))  # two nodes active once, then idle
+    for _ in range(20):  # 50 busy nodes keep talking
+        na.score(rng.integers(1, 50, 100), rng.integers(1, 50, 100))
+    busy = na.score(rng.integers(1, 50, 99), rng.integers(1, 50, 99))
+    idle = na.score(np.array([900]), np.array([901]))
+    assert idle[0] > busy.max()  # dormant endpoints: the most anomalous edge
+    assert na._value.nbytes == na._at.nbytes  # two floats per node, nothing per edge
+
+
+def test_weights_parse_and_reject_unknown_components() -> None:
+    import pytest
+
+    from gnn.anomaly import parse_weights
+
+    assert parse_weights("dormancy=1, midas=0.5") == {"dormancy": 1.0, "surprise": 0.0, "midas": 0.5, "burst": 0.0}
+    for bad in ("novelty=1", "dormancy", "dormancy=x"):
+        with pytest.raises(ValueError):
+            parse_weights(bad)
+    with pytest.raises(ValueError, match="not all zero"):
+        AnomalyDetector(weights=parse_weights("midas=0"))

@@ -14,6 +14,7 @@ import torch
 from gnn.checkpoint import load_checkpoint
 from gnn.errors import GnnError
 from gnn.events import EdgeEvent
+from gnn.linkpred import PairFeatures
 from gnn.processor import Processor, ProcessorConfig
 from gnn.synthetic import SyntheticConfig, generate
 
@@ -35,8 +36,13 @@ def test_round_trip_and_transfer(tmp_path: Path) -> None:
     assert q.model_version == f"{version}/ckpt"
     for a, b in zip(p.engine.model.state_dict().values(), q.engine.model.state_dict().values()):
         assert torch.equal(a, b)
-    x = np.random.default_rng(0).normal(size=(5, 9))
+    x = np.random.default_rng(0).normal(size=(5, len(PairFeatures.NAMES)))
     np.testing.assert_allclose(p.link.decoder.predict(x), q.link.decoder.predict(x))
+    body = torch.load(tmp_path / "m.pt", weights_only=True)  # a decoder from a version with fewer features
+    body["decoder"] = {k: (v[:9] if k != "b" else v) for k, v in body["decoder"].items()}
+    torch.save(body, tmp_path / "old.pt")
+    with pytest.raises(GnnError, match="make a new one"):
+        load_checkpoint(tmp_path / "old.pt").decoder()
     r = q.process(_events(300, 2), now=1.0)
     assert r.predictions and q.training_job() is None  # a loaded decoder waits for refit_every new edges
     assert p.save(str(tmp_path / "again.pt")) == version  # same weights, same version

@@ -17,10 +17,12 @@ def test_pair_features_match_brute_force() -> None:
     g = DynamicGraph(min_compact=16)
     g.node_ids([f"n{i}" for i in range(40)], create=True)
     feats = PairFeatures(g, tau=10.0)
+    node_last: dict[int, float] = {}
     for step in range(5):  # several batches: base + delta arcs, some removals
-        s, d = rng.integers(1, 41, 60), rng.integers(1, 41, 60)
+        s, d = rng.integers(1, 35, 60), rng.integers(1, 35, 60)  # nodes 35..40 never interact
         g.add_edges(s, d)
         feats.observe(s, d, np.full(60, float(step)))
+        node_last.update({int(x): float(step) for x in np.r_[s, d]})
         g.remove_edges(s[:5], d[:5])
     u, v = rng.integers(0, 41, 300), rng.integers(1, 41, 300)
     emb = torch.randn(g.n_rows, 8)
@@ -40,6 +42,10 @@ def test_pair_features_match_brute_force() -> None:
         assert got[i, 6] == pytest.approx(sum(1 / math.log(max(deg[c], 2)) for c in common))
         last = feats._last.get((min(a, b) << 32) | max(a, b))
         assert got[i, 2] == pytest.approx(0.0 if last is None else math.exp(-(7.0 - last) / 10.0))
+        for x, age, new in ((a, 9, 11), (b, 10, 12)):  # node activity: log1p(age), or "new"
+            assert got[i, new] == (x not in node_last)
+            assert got[i, age] == pytest.approx(math.log1p(7.0 - node_last[x]) if x in node_last else 0.0)
+    assert got[:, 11].any() and not got[:, 11].all()
 
 
 def test_logistic_decoder_learns() -> None:
@@ -100,3 +106,26 @@ def test_compute_in_slices_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> N
     whole = f.compute(u, v, np.full(500, 3.0), emb)
     monkeypatch.setattr(PairFeatures, "CHUNK", 64)
     assert np.allclose(f.compute(u, v, np.full(500, 3.0), emb), whole)
+
+
+def test_reversed_scores_equal_scoring_the_reversed_pairs() -> None:
+    from gnn.linkpred import LinkModel
+
+    rng = np.random.default_rng(2)
+    g = DynamicGraph()
+    g.node_ids([f"n{i}" for i in range(50)], create=True)
+    model = LinkModel(g, min_samples=10)
+    emb = torch.randn(51, 8)
+    for step in range(4):
+        s, d = rng.integers(1, 45, 80), rng.integers(1, 45, 80)
+        p, x = model.score(s, d, np.full(80, float(step)), emb)
+        _, x_neg = model.score(s, rng.integers(1, 51, 80), np.full(80, float(step)), emb)
+        model.remember(x, x_neg)
+        g.add_edges(s, d)
+        model.features.observe(s, d, np.full(80, float(step)))
+    model.install(model.training_job()())
+    u, v = rng.integers(1, 51, 200), rng.integers(1, 51, 200)
+    forward, x = model.score(u, v, np.full(200, 9.0), emb)
+    backward, _ = model.score(v, u, np.full(200, 9.0), emb)
+    np.testing.assert_allclose(model.score_reversed(x), backward, rtol=1e-9)
+    assert not np.allclose(forward, backward)  # the decoder is not symmetric by itself

@@ -85,3 +85,13 @@ def test_partition_for_matches_kafkas_default_partitioner() -> None:
 
     for key in (b"a|b", b"n42", b"", "ünï|côde".encode()):
         assert partition_for(key, 7) == DefaultPartitioner()(key, list(range(7)), list(range(7)))
+
+
+def test_anomaly_weights_reach_the_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEPTON_ANOMALY_WEIGHTS", "dormancy=1,midas=0.25")
+    monkeypatch.setenv("LEPTON_ACTIVITY_WINDOW", "50")
+    cfg = load_settings().processor_config()
+    assert cfg.anomaly_weights == {"dormancy": 1.0, "surprise": 0.0, "midas": 0.25, "burst": 0.0}
+    assert cfg.activity_window == 50.0
+    with pytest.raises(ValidationError, match="NAME=VALUE"):
+        Settings(anomaly_weights="novelty=1")

@@ -49,6 +49,7 @@ class UpdateStats:
     rows_per_layer: list[int] = field(default_factory=list)  # output rows recomputed per layer
     arcs_per_layer: list[int] = field(default_factory=list)  # arcs scattered per layer input
     full_layers: int = 0
+    moved: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # final-layer rows rewritten
 
     @property
     def rows_recomputed(self) -> int:
@@ -147,6 +148,7 @@ class Engine:
         if len(rows):
             last = self.h[-1]
             last[_t(rows, self.device)] = vals
+        stats.moved = rows
         return stats
 
     def reference(self) -> torch.Tensor:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from gnn.ann import IVFIndex
 from gnn.anomaly import AnomalyDetector, EdgeScores
 from gnn.checkpoint import load_checkpoint, save_checkpoint
 from gnn.events import EdgeEvent, NodeEvent
@@ -60,6 +61,9 @@ class ProcessorConfig:
     prune_eps: float | None = None
     top_k: int = 10  # 0 = no predictions (scoring-only runs)
     candidates: int = 20  # nearest neighbours by embedding, and 2-hop nodes, per touched node
+    ann: Literal["auto", "exact", "ivf"] = "auto"  # nearest-neighbour search; auto: IVF from ann_min_nodes
+    ann_min_nodes: int = 50_000
+    ann_nprobe: int = 16
     hop_fanout: int = 5  # neighbours expanded for the 2-hop candidates
     refit_every: int = 5_000  # new positive samples between online decoder fits
     train_buffer: int = 50_000  # most recent training samples kept
@@ -142,6 +146,10 @@ class Processor:
                                         activity_window=c.activity_window)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.scored = 0
+        self._index: IVFIndex | None = None  # built lazily; not part of a snapshot (rebuilt after a load)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_index"} | {"_index": None}
 
     @property
     def model_version(self) -> str:
@@ -186,6 +194,8 @@ class Processor:
         self.link.features.observe(src[a], dst[a], ts)
         t3 = time.perf_counter()
         stats = self.engine.update(changes)
+        if self._index is not None:
+            self._index.refresh(self.engine.embeddings, g.n_rows, stats.moved)
         t4 = time.perf_counter()
         known = (src > 0) & (dst > 0)
         touched_ts: dict[int, int] = {}
@@ -291,7 +301,7 @@ class Processor:
         g, k, c, h = self.graph, self.config.top_k, self.config.candidates, self.engine.embeddings
         if len(nodes) == 0 or k == 0:  # top_k = 0: scoring only (evaluations)
             return []
-        near = self.scorer.topk(h, g, nodes, c).partners
+        near = self._nearest(nodes, c)
         valid = near > 0  # -1 pads rows with fewer candidates than asked for
         own = [np.repeat(np.arange(len(nodes), dtype=np.int64), near.shape[1])[valid.ravel()]]
         cand = [near[valid]]
@@ -313,6 +323,17 @@ class Processor:
         bounds = np.searchsorted(own_all, np.arange(len(nodes) + 1))
         return [(int(q), c_all[bounds[i]:min(bounds[i] + k, bounds[i + 1])],
                  probs[bounds[i]:min(bounds[i] + k, bounds[i + 1])]) for i, q in enumerate(nodes)]
+
+    def _nearest(self, nodes: np.ndarray, c: int) -> np.ndarray:
+        """``c`` embedding neighbours per node: exact (current neighbours masked) on small graphs,
+        an IVF index on large ones (twice as many fetched; the caller drops current neighbours)."""
+        cfg, g, h = self.config, self.graph, self.engine.embeddings
+        if cfg.ann == "exact" or (cfg.ann == "auto" and g.n_rows < cfg.ann_min_nodes):
+            return self.scorer.topk(h, g, nodes, c).partners
+        if self._index is None:
+            self._index = IVFIndex(nprobe=cfg.ann_nprobe, seed=cfg.seed)
+            self._index.refresh(h, g.n_rows)
+        return self._index.search(h, nodes, 2 * c, g.n_rows)
 
     def _alerts(self, adds: list[EdgeEvent], score: np.ndarray, comps: dict[str, np.ndarray]) -> list[Alert]:
         if self.scored < self.config.alert_warmup:

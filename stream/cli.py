@@ -249,6 +249,31 @@ def bench_engine(nodes: int = typer.Option(100_000, help="nodes of the power-law
         json_path.write_text(text + "\n")
 
 
+@bench_app.command("ann")
+def bench_ann(nodes: int = typer.Option(100_000, help="nodes of the power-law graph"),
+              edges: int = typer.Option(1_000_000, help="edges of the power-law graph"),
+              queries: int = typer.Option(500, help="query nodes (degree-biased, like touched nodes)"),
+              k: int = typer.Option(20, help="neighbours per query"),
+              nprobe: str = typer.Option("4,8,16,32", help="IVF cells probed, comma-separated"),
+              batches: int = typer.Option(10, help="stream batches applied under the index (staleness)"),
+              batch: int = typer.Option(1000, help="edges per stream batch"),
+              json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
+    """Exact vs IVF nearest-neighbour search over live embeddings: speed, recall@k, staleness."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from gnn.ann_bench import bench_ann as run_bench  # noqa: PLC0415
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("starting", total=None)
+        result = run_bench(nodes=nodes, edges=edges, queries=queries, k=k,
+                           nprobes=tuple(int(x) for x in nprobe.split(",")), batches=batches, batch=batch,
+                           progress=lambda msg: bar.update(task, description=msg))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+
+
 @bench_app.command("e2e")
 def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second"),
               duration: float = typer.Option(20.0, help="seconds of producing per rate"),

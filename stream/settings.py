@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     prune_eps: float | None = None
     top_k: int = Field(10, ge=1)
+    ann: Literal["auto", "exact", "ivf"] = Field(
+        "auto", description="embedding nearest-neighbour search for top-k candidates (auto: IVF from ann_min_nodes)")
+    ann_min_nodes: int = Field(50_000, ge=0)
+    ann_nprobe: int = Field(16, ge=1, description="IVF cells scanned per query")
     refit_every: int = Field(5_000, ge=1, description="new edges between online decoder fits (background thread)")
     model: Path | None = Field(None, description="checkpoint from `lepton train` to start from (transfer)")
     alert_rate: float = Field(0.002, gt=0, lt=1)
@@ -132,6 +136,7 @@ class Settings(BaseSettings):
                                hidden=self.hidden, out=self.embedding_dim, layers=self.layers,
                                aggregator=self.aggregator, backend=self.backend, device=self.resolved_device(),
                                prune_eps=self.prune_eps, top_k=self.top_k, refit_every=self.refit_every,
+                               ann=self.ann, ann_min_nodes=self.ann_min_nodes, ann_nprobe=self.ann_nprobe,
                                model_path=str(self.model) if self.model else None, alert_rate=self.alert_rate,
                                tick_seconds=self.tick_seconds, seed=self.seed, activity_window=self.activity_window,
                                anomaly_weights=parse_weights(self.anomaly_weights) if self.anomaly_weights else None)

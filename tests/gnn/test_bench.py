@@ -20,3 +20,16 @@ def test_bench_engine_small(tmp_path: Path) -> None:
     assert r["prune"]["max_abs_err_vs_full"] >= 0
     assert r["load"]["graph_bytes_per_edge"] <= 48
     assert set(r["kernel_s"]) >= {"torch"} and r["exact"]["edge_updates_per_s"] > 0
+
+
+def test_bench_ann_small(tmp_path: Path) -> None:
+    out = tmp_path / "ann.json"
+    proc = subprocess.run([sys.executable, "-m", "stream.cli", "bench", "ann", "--nodes", "5000", "--edges", "40000",
+                           "--queries", "100", "--nprobe", "2,100", "--batches", "2", "--batch", "200",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    few, every = r["ivf"]
+    assert every["nprobe"] >= every["lists"] and every["recall"] >= 0.99  # all cells probed: exact
+    assert 0 < few["recall"] <= every["recall"] and r["exact_ms_per_query"] > 0
+    assert 0 < r["stream"]["recall_stale"] <= 1 and r["stream"]["rows_moved"] > 0

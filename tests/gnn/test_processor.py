@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from gnn.events import EdgeEvent
@@ -50,8 +51,9 @@ def test_duplicate_ids_are_dropped_and_missing_removes_counted() -> None:
     assert p.graph.num_edges == 1 and p.graph.edge_weight(*p.graph.node_ids(["a", "b"])) == 1.0
 
 
-def test_predictions_exclude_self_and_neighbours_and_priors_exist() -> None:
-    p = Processor(CFG)
+@pytest.mark.parametrize("ann", ["exact", "ivf"])
+def test_predictions_exclude_self_and_neighbours_and_priors_exist(ann: str) -> None:
+    p = Processor(dataclasses.replace(CFG, ann=ann))
     rng = np.random.default_rng(0)
     evs = [EdgeEvent(f"n{a}", f"n{b}", float(i)) for i, (a, b) in enumerate(rng.integers(0, 40, (200, 2))) if a != b]
     r = p.process(evs, now=0.0)
@@ -94,3 +96,20 @@ def test_alert_storm_becomes_one_summary() -> None:
     assert alerts and all(a.kind == "alert_storm" for a in alerts)
     a = alerts[-1]
     assert a.components["count"] > 5 and a.node is not None and len(a.id) == 24
+
+
+def test_ivf_index_is_maintained_and_left_out_of_snapshots() -> None:
+    import pickle
+
+    p = Processor(dataclasses.replace(CFG, ann="ivf"))
+    rng = np.random.default_rng(1)
+    batches = [[EdgeEvent(f"n{a}", f"n{b}", float(i)) for i, (a, b) in enumerate(rng.integers(0, 300, (150, 2)))]
+               for _ in range(3)]
+    p.process(batches[0], now=0.0)
+    assert p._index is not None and p._index._sorted == p.graph.n_rows
+    p.process(batches[1], now=1.0)  # new nodes wait in the tail or trigger a re-sort; none is lost
+    assert max(p._index._sorted, 1) <= p.graph.n_rows
+    q = pickle.loads(pickle.dumps(p))
+    assert q._index is None  # rebuilt on demand: a snapshot does not carry (or depend on) it
+    a, b = p.process(batches[2], now=2.0), q.process(batches[2], now=2.0)
+    assert [x.node for x in a.predictions] == [x.node for x in b.predictions] and q._index is not None

@@ -1,0 +1,58 @@
+"""IVF index: recall against exact search, fresh vectors after moves, new rows, edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gnn.ann import IVFIndex
+from gnn.ann_bench import _recall, exact_topk
+
+
+def _clustered(n: int, d: int = 16, groups: int = 40, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(groups, d, generator=g)
+    return centres[torch.randint(0, groups, (n,), generator=g)] + 0.3 * torch.randn(n, d, generator=g)
+
+
+def test_recall_against_exact_and_no_self_or_null() -> None:
+    h = _clustered(5000)
+    q = np.arange(1, 5000, 37)
+    index = IVFIndex(nprobe=8, seed=1)
+    index.refresh(h, 5000)
+    got = index.search(h, q, 10, 5000)
+    assert _recall(got, exact_topk(h, 5000, q, 10)) >= 0.9
+    assert not (got == q[:, None]).any() and not (got == 0).any()
+    wide = IVFIndex(nprobe=len(index._cent))  # probing every cell is exact search
+    wide.refresh(h, 5000)
+    assert _recall(wide.search(h, q, 10, 5000), exact_topk(h, 5000, q, 10)) == 1.0
+
+
+def test_moved_rows_and_new_rows_are_found() -> None:
+    h = _clustered(3000, seed=2)
+    near = 8
+    h[near] = h[7] * 1.001  # 7 and 8: each other's nearest neighbour
+    index = IVFIndex(nprobe=2, seed=0, tail_fraction=0.5)
+    index.refresh(h, 3000)
+    assert index.search(h, np.array([near]), 1, 3000)[0, 0] == 7
+    h[7] = -5.0 * h[near]  # row 7 moves far away (its cell stays the old one)
+    index.refresh(h, 3000, np.array([7]))
+    assert 7 not in index.search(h, np.array([near]), 5, 3000)[0]  # its vector was updated in place
+    grown = torch.cat([h, (h[42] * 0.99)[None]])  # a new row (the tail) next to row 42
+    index.refresh(grown, 3001)
+    assert index._sorted == 3000 and 3000 in index.search(grown, np.array([42]), 5, 3001)[0]
+    index.tail_fraction = 1e-6  # the tail now joins its cell; the others keep theirs
+    index.refresh(grown, 3001)
+    assert index._sorted == 3001 and 3000 in index.search(grown, np.array([42]), 5, 3001)[0]
+
+
+def test_small_tables_pad_with_minus_one() -> None:
+    h = torch.randn(4, 8)
+    index = IVFIndex(nprobe=3)
+    index.refresh(h, 4)
+    got = index.search(h, np.array([1, 2]), 10, 4)
+    assert got.shape == (2, 10) and (got[:, 2:] == -1).all()
+    assert set(got[0, :2].tolist()) == {2, 3} and set(got[1, :2].tolist()) == {1, 3}
+    with pytest.raises(RuntimeError):
+        IVFIndex().search(h, np.array([1]), 2, 4)

@@ -210,6 +210,16 @@ class NodeActivity:
         return out
 
 
+    def level(self, nodes: np.ndarray) -> np.ndarray:
+        """Each node's decayed edge count now (after every edge scored so far)."""
+        nodes = np.asarray(nodes, np.int64)
+        out = np.zeros(len(nodes))
+        known = nodes < len(self._value)
+        k = nodes[known]
+        out[known] = self._value[k] * np.exp(-(self.clock - self._at[k]) / self.window)
+        return out
+
+
 class QuantileCalibrator:
     """Mid-rank empirical CDF over the last ``window`` scores.
 

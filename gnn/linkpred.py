@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from gnn.anomaly import NodeActivity
 from gnn.graph import DynamicGraph
 
 __all__ = ["PairFeatures", "LogisticDecoder", "LinkModel"]
@@ -31,13 +32,14 @@ class PairFeatures:
 
     CHUNK = 65_536  # pairs per slice in ``compute`` (keeps peak memory independent of batch size)
     NAMES = ("seen", "log_count", "recency", "log_deg_u", "log_deg_v", "log_cn", "adamic_adar", "cos",
-             "seen_x_recency", "log_age_u", "log_age_v", "new_u", "new_v")
+             "seen_x_recency", "log_age_u", "log_age_v", "new_u", "new_v", "log_act_u", "log_act_v")
 
-    def __init__(self, graph: DynamicGraph, *, tau: float = 86_400.0 * 7) -> None:
+    def __init__(self, graph: DynamicGraph, *, tau: float = 86_400.0 * 7, activity_window: float = 1000.0) -> None:
         self.graph = graph
         self.tau = tau
         self._last: dict[int, float] = {}
         self._node_last = np.full(0, np.nan)  # per dense node id: time of its last interaction
+        self.activity = NodeActivity(window=activity_window)  # recent edges per node, on an edge clock
 
     def observe(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray) -> None:
         """Remember the time of each interaction (dense ids, after the graph applied them)."""
@@ -53,6 +55,7 @@ class PairFeatures:
         np.maximum.at(latest, nodes, times)
         touched = np.unique(nodes)
         self._node_last[touched] = np.fmax(self._node_last[touched], latest[touched])
+        self.activity.score(u, v)
 
     def compute(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray, emb: torch.Tensor) -> np.ndarray:
         """``[n, len(NAMES)]`` features of pairs (u[i], v[i]) at time ts[i]; 0 ids = unknown nodes.
@@ -84,6 +87,7 @@ class PairFeatures:
         f[:, 3], f[:, 4], f[:, 5], f[:, 6] = np.log1p(deg[a]), np.log1p(deg[b]), np.log1p(cn), aa
         f[:, 8] = f[:, 0] * rec
         (f[:, 9], f[:, 11]), (f[:, 10], f[:, 12]) = self._age(a, t), self._age(b, t)
+        f[:, 13], f[:, 14] = np.log1p(self.activity.level(a)), np.log1p(self.activity.level(b))
         mean = emb[1:].mean(0, keepdim=True)  # centred cosine; only the gathered rows are normalised
         ha = torch.nn.functional.normalize(emb[torch.from_numpy(a).to(emb.device)] - mean, dim=1)
         hb = torch.nn.functional.normalize(emb[torch.from_numpy(b).to(emb.device)] - mean, dim=1)

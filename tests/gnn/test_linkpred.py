@@ -18,11 +18,14 @@ def test_pair_features_match_brute_force() -> None:
     g.node_ids([f"n{i}" for i in range(40)], create=True)
     feats = PairFeatures(g, tau=10.0)
     node_last: dict[int, float] = {}
+    _observed: tuple[list[int], list[int]] = ([], [])
     for step in range(5):  # several batches: base + delta arcs, some removals
         s, d = rng.integers(1, 35, 60), rng.integers(1, 35, 60)  # nodes 35..40 never interact
         g.add_edges(s, d)
         feats.observe(s, d, np.full(60, float(step)))
         node_last.update({int(x): float(step) for x in np.r_[s, d]})
+        _observed[0].extend(s.tolist())
+        _observed[1].extend(d.tolist())
         g.remove_edges(s[:5], d[:5])
     u, v = rng.integers(0, 41, 300), rng.integers(1, 41, 300)
     emb = torch.randn(g.n_rows, 8)
@@ -46,6 +49,16 @@ def test_pair_features_match_brute_force() -> None:
             assert got[i, new] == (x not in node_last)
             assert got[i, age] == pytest.approx(math.log1p(7.0 - node_last[x]) if x in node_last else 0.0)
     assert got[:, 11].any() and not got[:, 11].all()
+    # activity: each earlier edge j of the node (edge clock, 300 edges so far) weighs exp(-(300 - j) / window)
+    w = feats.activity.window
+    edges = [(int(x), int(y)) for x, y in zip(*_observed)]
+    for i in range(300):
+        a, b = int(u[i]), int(v[i])
+        if a == 0:
+            continue
+        for x, col in ((a, 13), (b, 14)):
+            ref = sum(math.exp(-(300 - j) / w) for j, e in enumerate(edges) if x in e)
+            assert got[i, col] == pytest.approx(math.log1p(ref), abs=1e-9)
 
 
 def test_logistic_decoder_learns() -> None:

@@ -108,7 +108,7 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
                     rate: float, c: E2EConfig, nodes: int, seed: int) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: PLC0415
 
-    before = worker.metrics()
+    before = _metrics(worker)
     producer = AIOKafkaProducer(**aiokafka_config(s, bootstrap), acks="all", linger_ms=5, max_batch_size=256 * 1024)
     consumer = AIOKafkaConsumer(**aiokafka_config(s, bootstrap), group_id=None, enable_auto_commit=False,
                                 fetch_max_wait_ms=20)
@@ -178,7 +178,7 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
     cpu1, wall1 = proc.cpu_times(), time.monotonic()
     await producer.stop()
     await consumer.stop()
-    after = worker.metrics()
+    after = _metrics(worker)
     lat = _latencies(produced, seen)
     first_prod = min((p[2] for p in produced), default=time.time())
     kept = lat[np.array([p[2] >= first_prod + c.warmup for p in produced], np.bool_)] if produced else lat
@@ -226,6 +226,15 @@ def _latencies(produced: list[tuple[str, int, float]], seen: dict[str, tuple[flo
         ok = (j >= 0) & (offs[mine] < r[np.maximum(j, 0), 1])
         out[mine[ok]] = r[j[ok], 2] - ts[mine[ok]]
     return out
+
+
+def _metrics(worker: WorkerProcess, timeout: float = 60.0) -> dict[str, float]:
+    """The worker's counters; retried, since a busy worker (a snapshot on its loop) can answer late."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if m := worker.metrics(timeout=10.0):
+            return m
+    raise RuntimeError(f"worker /metrics did not answer within {timeout:.0f}s")
 
 
 def _delta(before: dict[str, float], after: dict[str, float], key: str) -> float:

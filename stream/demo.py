@@ -74,8 +74,8 @@ class WorkerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"worker not ready after {timeout}s; log: {self.log_path}")
 
-    def metrics(self) -> dict[str, float]:
-        status, text = self.get("/metrics")
+    def metrics(self, timeout: float = 2.0) -> dict[str, float]:
+        status, text = self.get("/metrics", timeout=timeout)
         return parse_prometheus(text) if status == 200 else {}
 
     def kill(self) -> int:

@@ -47,6 +47,18 @@ class Journal:
             out.append(entry["end"])
         return out
 
+    def trim(self, positions: dict[str, int]) -> None:
+        """Drop the batches a snapshot at ``positions`` covers (a background snapshot finished
+        while later batches were already journaled)."""
+        self._f.flush()
+        keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line and not _covered(line, positions)]
+        self._f.close()
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
     def reset(self) -> None:
         """Empty the journal (after a snapshot made its entries redundant)."""
         self._f.close()
@@ -57,3 +69,11 @@ class Journal:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _covered(line: str, positions: dict[str, int]) -> bool:
+    try:
+        end = json.loads(line)["end"]
+    except (ValueError, KeyError):
+        return False  # a torn line: keep it; pending() stops there anyway
+    return all(v <= positions.get(k, 0) for k, v in end.items())

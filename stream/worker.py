@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import shutil
 import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -289,6 +291,7 @@ class Worker:
     _chosen: tuple[int, float] = (0, 0.0)  # the adaptive controller's last (size, window)
     _since_snapshot: int = 0
     _snapshot_at: float = field(default_factory=time.monotonic)
+    _child: tuple[int, float, dict[str, int]] | None = None  # background snapshot: pid, start, offsets
     _producer: Any = None
 
     @property
@@ -360,27 +363,76 @@ class Worker:
         self.stopping.set()
 
     def snapshot(self) -> Path:
-        """Write a snapshot of the state at the current input positions; empties the journal."""
+        """Write a snapshot of the state at the current input positions, here and now (shutdown,
+        or where a background one cannot run); empties the journal."""
         assert self.source is not None
+        self._reap_snapshot(wait=True)  # one writer at a time
         t0 = time.perf_counter()
         path = save_snapshot(self.pipeline.processor, self.snapshots,
                              meta={"offsets": self.source.positions, "totals": dict(self.totals)},
                              keep=self.settings.snapshot_keep)
         if self.journal is not None:
             self.journal.reset()
-        secs = time.perf_counter() - t0
+        self._snapshot_done(path, time.perf_counter() - t0, background=False)
+        self._since_snapshot, self._snapshot_at = 0, time.monotonic()
+        return path
+
+    def snapshot_in_background(self) -> bool:
+        """Fork a child that writes the snapshot from its copy-on-write image of the state while
+        this process keeps streaming; False where that cannot run (no fork, state on a GPU,
+        one already running). The journal is trimmed once the child has succeeded."""
+        assert self.source is not None
+        if self._child is not None or not hasattr(os, "fork") or self.settings.resolved_device() != "cpu":
+            return False
+        offsets, meta = dict(self.source.positions), {"totals": dict(self.totals)}
+        t0 = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:  # the child: write and leave at once (no finalizers, no logging, no sockets)
+            code = 1
+            try:
+                save_snapshot(self.pipeline.processor, self.snapshots, meta={"offsets": offsets, **meta},
+                              keep=self.settings.snapshot_keep)
+                code = 0
+            finally:
+                os._exit(code)
+        self._child = (pid, t0, offsets)
+        self._since_snapshot, self._snapshot_at = 0, time.monotonic()
+        self.pipeline.metrics.set("snapshot_fork_seconds", time.perf_counter() - t0,
+                                  help="time the loop paused to fork the last background snapshot")
+        return True
+
+    def _reap_snapshot(self, wait: bool = False) -> None:
+        """Collect a finished background snapshot: trim the journal, or count the failure."""
+        if self._child is None:
+            return
+        pid, t0, offsets = self._child
+        done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+        if done == 0:
+            return
+        self._child = None
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.error("background snapshot (pid %d) failed with %s; the journal is kept", pid, status)
+            self.pipeline.metrics.inc("snapshot_failures_total", help="background snapshots that failed")
+            return
+        if self.journal is not None:
+            self.journal.trim(offsets)
+        latest = latest_snapshot(self.snapshots)
+        if latest is not None:
+            self._snapshot_done(latest, time.perf_counter() - t0, background=True)
+
+    def _snapshot_done(self, path: Path, secs: float, *, background: bool) -> None:
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        self.snapshot_info = {"path": str(path), "seconds": round(secs, 3), "bytes": size}
+        self.snapshot_info = {"path": str(path), "seconds": round(secs, 3), "bytes": size, "background": background}
         m = self.pipeline.metrics
         m.inc("snapshots_total", help="state snapshots written")
         m.set("snapshot_seconds", secs, help="duration of the last snapshot")
         m.set("snapshot_bytes", size, help="size of the last snapshot")
-        self._since_snapshot, self._snapshot_at = 0, time.monotonic()
-        return path
 
     # ---- helpers ------------------------------------------------------------------------------
     def _recover(self) -> dict[str, int]:
         """Load the newest snapshot into the pipeline; returns its input offsets ({} = from the start)."""
+        for stale in self.snapshots.glob(".tmp-*"):  # a background writer killed mid-way
+            shutil.rmtree(stale, ignore_errors=True)
         latest = latest_snapshot(self.snapshots)
         if latest is None:
             return {}
@@ -406,9 +458,11 @@ class Worker:
 
     def _maybe_snapshot(self) -> None:
         s = self.settings
-        if self._since_snapshot and (self._since_snapshot >= s.snapshot_events
-                                     or time.monotonic() - self._snapshot_at >= s.snapshot_seconds):
-            self.snapshot()
+        self._reap_snapshot()
+        if self._child is None and self._since_snapshot and (
+                self._since_snapshot >= s.snapshot_events or time.monotonic() - self._snapshot_at >= s.snapshot_seconds):
+            if not (s.snapshot_background and self.snapshot_in_background()):
+                self.snapshot()
 
     def _batching(self) -> tuple[int, float]:
         s = self.settings

@@ -142,13 +142,16 @@ def test_sigterm_publishes_snapshots_commits_and_exits_fast(broker, tmp_path: Pa
     tag = f"term{uuid.uuid4().hex[:6]}"
     s, env = _settings(tag)
     ensure_topics(s, broker.bootstrap)
-    env |= {"LEPTON_KEYS": KeyRing.generate("t").serialise().strip()}
+    env |= {"LEPTON_KEYS": KeyRing.generate("t").serialise().strip(), "LEPTON_SNAPSHOT_EVENTS": "1000"}
     items = synthetic_events(SyntheticConfig(events=3000, seed=2))
     worker = WorkerProcess(bootstrap=broker.bootstrap, state_dir=tmp_path, env=env)
     try:
         worker.wait_ready()
         produce(s, broker.bootstrap, items, progress=False)
         _wait_drained(worker)
+        m = worker.metrics()  # periodic snapshots were written by forked children, and collected
+        assert m.get("lepton_snapshots_total", 0) >= 1 and "lepton_snapshot_fork_seconds" in m, m
+        assert not list((tmp_path / "snapshots").glob(".tmp-*"))
     finally:
         t0 = time.monotonic()
         rc = worker.stop(timeout=20.0)

@@ -34,3 +34,15 @@ def test_batch_id_depends_only_on_offsets() -> None:
     b = _batch({"e:1": 2, "e:0": 1}, {"e:1": 2, "e:0": 4})  # same offsets, other key order
     assert a.id == b.id and len(a.id) == 16
     assert a.id != _batch({"e:0": 1, "e:1": 2}, {"e:0": 5, "e:1": 2}).id
+
+
+def test_trim_keeps_the_batches_after_a_background_snapshot(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.jsonl")
+    j.append(_batch({"e:0": 0}, {"e:0": 5}))
+    j.append(_batch({"e:0": 5}, {"e:0": 9}))  # the child snapshots here...
+    j.append(_batch({"e:0": 9}, {"e:0": 12}))  # ...while the parent streams on
+    j.trim({"e:0": 9})
+    assert j.pending({}) == [{"e:0": 12}]
+    j.append(_batch({"e:0": 12}, {"e:0": 15}))  # appends continue after the rewrite
+    assert j.pending({}) == [{"e:0": 12}, {"e:0": 15}]
+    j.close()

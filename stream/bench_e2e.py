@@ -43,6 +43,7 @@ class E2EConfig:
     preload_edges: int = 1_000_000
     preload_nodes: int = 100_000
     warmup: float = 3.0  # leading seconds of each run left out of the latency figures (cold caches, first fits)
+    endpoints: str = "graph"  # graph: endpoints drawn like the pre-loaded graph's; zipf: Zipf(1.6) ids (44 % one node)
     drain_timeout: float = 120.0
     worker_env: dict[str, str] = field(default_factory=dict)  # LEPTON_* overrides for the worker
     seed: int = 0
@@ -57,7 +58,9 @@ def run_e2e(settings: Settings, bootstrap: str, state_dir: Path, config: E2EConf
     ensure_topics(s, bootstrap)
     ring = KeyRing.generate("bench")
     t0 = time.perf_counter()
-    nodes = _preload(s, state_dir, config)
+    if config.endpoints not in ("graph", "zipf"):
+        raise ValueError(f"endpoints must be graph or zipf, not {config.endpoints!r}")
+    nodes, pool = _preload(s, state_dir, config)
     say(f"preloaded {config.preload_edges:,} edges on {nodes:,} nodes in {time.perf_counter() - t0:.1f}s")
     env = {f"LEPTON_{k.upper()}": v for k, v in names.items()} | {"LEPTON_APP_ID": tag,
                                                                    "LEPTON_KEYS": ring.serialise().strip()}
@@ -69,7 +72,8 @@ def run_e2e(settings: Settings, bootstrap: str, state_dir: Path, config: E2EConf
         proc = psutil.Process(worker.proc.pid)
         for i, rate in enumerate(rates or [config.rate]):
             say(f"offering {rate:,.0f} events/s for {config.duration:.0f}s")
-            run = asyncio.run(_run_once(s, bootstrap, ring, worker, proc, rate, config, nodes, seed=config.seed + i))
+            run = asyncio.run(_run_once(s, bootstrap, ring, worker, proc, rate, config, nodes, pool,
+                                        seed=config.seed + i))
             out["runs"].append(run)
             say(json.dumps({k: run[k] for k in ("offered_rate", "throughput", "p50_ms", "p99_ms", "cpu_percent",
                                                  "rss_mb_max")}))
@@ -88,8 +92,9 @@ def sweep(runs: list[dict[str, Any]], p99_ms: float = 250.0) -> dict[str, Any]:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _preload(s: Settings, state_dir: Path, c: E2EConfig) -> int:
-    """A power-law graph, embedded, saved as the worker's snapshot (offsets: topic start)."""
+def _preload(s: Settings, state_dir: Path, c: E2EConfig) -> tuple[int, np.ndarray]:
+    """A power-law graph, embedded, saved as the worker's snapshot (offsets: topic start);
+    returns the node count and every edge endpoint (drawing from it follows the degrees)."""
     import pandas as pd  # noqa: PLC0415
 
     from gnn.processor import Processor  # noqa: PLC0415
@@ -97,15 +102,17 @@ def _preload(s: Settings, state_dir: Path, c: E2EConfig) -> int:
     from gnn.synthetic import powerlaw_edges  # noqa: PLC0415
 
     proc = Processor(s.processor_config())
+    pool = np.arange(max(c.preload_nodes, 1), dtype=np.int64)  # no graph: uniform
     if c.preload_edges:
         src, dst = powerlaw_edges(c.preload_nodes, c.preload_edges, seed=c.seed)
         proc.preload(pd.DataFrame({"src": src.astype(str), "dst": dst.astype(str)}))
+        pool = np.concatenate([src, dst]).astype(np.int64)
     save_snapshot(proc, state_dir / "snapshots", meta={"offsets": {}, "totals": {}})
-    return max(proc.graph.num_nodes, c.preload_nodes)
+    return max(proc.graph.num_nodes, c.preload_nodes), pool
 
 
 async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerProcess, proc: psutil.Process,
-                    rate: float, c: E2EConfig, nodes: int, seed: int) -> dict[str, Any]:
+                    rate: float, c: E2EConfig, nodes: int, pool: np.ndarray, seed: int) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: PLC0415
 
     before = _metrics(worker)
@@ -151,7 +158,8 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
     tasks = [asyncio.ensure_future(consume()), asyncio.ensure_future(sample())]
     rng = np.random.default_rng(seed)
     total = int(rate * c.duration)
-    ids = rng.zipf(1.6, size=(total, 2)) % nodes  # degree-biased endpoints, like the preloaded graph
+    ids = (rng.zipf(1.6, size=(total, 2)) % nodes if c.endpoints == "zipf"
+           else pool[rng.integers(0, len(pool), (total, 2))])  # an endpoint of a random edge: degree-biased
     start = time.monotonic()
     futures = []
     for i in range(total):

@@ -7,7 +7,8 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -234,19 +235,10 @@ def bench_engine(nodes: int = typer.Option(100_000, help="nodes of the power-law
                  device: str = typer.Option("cpu", help="cpu | cuda"),
                  json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
     """Incremental vs full recomputation, DGL vs torch kernels, bytes per edge, prune-mode error."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
-
     from gnn.bench import bench_engine as run_bench  # noqa: PLC0415
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("starting", total=None)
-        result = run_bench(nodes=nodes, edges=edges, batch=batch, batches=batches, degree=degree,
-                           endpoints=endpoints, prune_eps=prune_eps, device=device,
-                           progress=lambda msg: bar.update(task, description=msg))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if json_path is not None:
-        json_path.write_text(text + "\n")
+    _run_bench(run_bench, json_path, nodes=nodes, edges=edges, batch=batch, batches=batches, degree=degree,
+               endpoints=endpoints, prune_eps=prune_eps, device=device)
 
 
 @bench_app.command("ann")
@@ -259,15 +251,19 @@ def bench_ann(nodes: int = typer.Option(100_000, help="nodes of the power-law gr
               batch: int = typer.Option(1000, help="edges per stream batch"),
               json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
     """Exact vs IVF nearest-neighbour search over live embeddings: speed, recall@k, staleness."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
-
     from gnn.ann_bench import bench_ann as run_bench  # noqa: PLC0415
+
+    _run_bench(run_bench, json_path, nodes=nodes, edges=edges, queries=queries, k=k,
+               nprobes=tuple(int(x) for x in nprobe.split(",")), batches=batches, batch=batch)
+
+
+def _run_bench(run: Callable[..., dict], json_path: Optional[Path], **kwargs: Any) -> None:
+    """Run a benchmark under a spinner that shows its stage; print (and write) its JSON."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("starting", total=None)
-        result = run_bench(nodes=nodes, edges=edges, queries=queries, k=k,
-                           nprobes=tuple(int(x) for x in nprobe.split(",")), batches=batches, batch=batch,
-                           progress=lambda msg: bar.update(task, description=msg))
+        result = run(**kwargs, progress=lambda msg: bar.update(task, description=msg))
     text = json.dumps(result, indent=2)
     print(text)
     if json_path is not None:
@@ -282,6 +278,8 @@ def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second
               p99_target_ms: float = typer.Option(250.0, help="latency target of --sweep"),
               preload_edges: int = typer.Option(1_000_000, help="edges of the pre-loaded power-law graph"),
               preload_nodes: int = typer.Option(100_000, help="nodes of the pre-loaded graph"),
+              endpoints: str = typer.Option("graph", help="event endpoints: graph (degree-biased like the "
+                                            "pre-loaded graph) | zipf (Zipf(1.6) ids: 44% of endpoints on one node)"),
               drain_timeout: float = typer.Option(120.0, help="seconds to wait for the worker to catch up after producing"),
               warmup: float = typer.Option(3.0, help="leading seconds of each run left out of the latency figures"),
               bootstrap: Optional[str] = typer.Option(None, help="Kafka bootstrap (default: embedded broker)"),
@@ -304,6 +302,7 @@ def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second
     s = _settings(bootstrap=bootstrap)
     rates = [float(r) for r in sweep_rates.split(",")] if sweep_rates else None
     cfg = E2EConfig(rate=rate, duration=duration, preload_edges=preload_edges, preload_nodes=preload_nodes,
+                    endpoints=endpoints,
                     drain_timeout=drain_timeout, warmup=warmup, worker_env=env)
     with tempfile.TemporaryDirectory(prefix="lepton-bench-") as tmp:
         broker = None if s.bootstrap else EmbeddedBroker(log_dir=Path(tmp) / "logs").start()

@@ -215,9 +215,13 @@ class DynamicGraph:
         csr = self._out.rows(np.array([node], np.int64), self.n_rows)
         return csr.indices, csr.weights
 
-    def in_rows(self, rows: np.ndarray) -> CSR:
-        """In-neighbour CSR of the given rows (the engine's partial aggregation input)."""
-        return self._in.rows(np.asarray(rows, np.int64), self.n_rows)
+    def in_rows(self, rows: np.ndarray, cap: int | None = None) -> CSR:
+        """In-neighbour CSR of the given rows (the engine's partial aggregation input).
+
+        ``cap``: a sample of at most about ``cap`` neighbours per row (the first stored ones,
+        plus recent additions), for callers that only look at a few — a hub's whole list is
+        not gathered."""
+        return self._in.rows(np.asarray(rows, np.int64), self.n_rows, cap)
 
     def out_neighbors_of(self, nodes: np.ndarray) -> np.ndarray:
         """Sorted unique out-neighbours of a set of nodes."""
@@ -496,26 +500,29 @@ class _Adjacency:
         return _edge_count(rows, cols) if self.paired else len(rows)
 
     # -- reads
-    def rows(self, rows: np.ndarray, n_rows: int) -> CSR:
-        """CSR of the given rows (repeats allowed): base part (alive) then delta part, per row."""
+    def rows(self, rows: np.ndarray, n_rows: int, cap: int | None = None) -> CSR:
+        """CSR of the given rows (repeats allowed): base part (alive) then delta part, per row;
+        with ``cap``, only the first ``cap`` base arcs of each row are read."""
         uniq, inv = np.unique(rows, return_inverse=True)
         if len(uniq) < len(rows):  # the delta merge below maps each arc to one row occurrence
-            u = self._rows_unique(uniq, n_rows)
+            u = self._rows_unique(uniq, n_rows, cap)
             lens = np.diff(u.indptr)[inv]
             pos = np.repeat(u.indptr[:-1][inv], lens) + (np.arange(int(lens.sum()), dtype=np.int64)
                                                           - np.repeat(np.cumsum(lens) - lens, lens))
             indptr = np.zeros(len(rows) + 1, np.int64)
             np.cumsum(lens, out=indptr[1:])
             return CSR(indptr=indptr, indices=u.indices[pos], weights=u.weights[pos], rows=rows, n_cols=n_rows)
-        return self._rows_unique(rows, n_rows)
+        return self._rows_unique(rows, n_rows, cap)
 
-    def _rows_unique(self, rows: np.ndarray, n_rows: int) -> CSR:
+    def _rows_unique(self, rows: np.ndarray, n_rows: int, cap: int | None = None) -> CSR:
         n_base = len(self.indptr) - 1
         inb = rows < n_base
         starts = np.zeros(len(rows), np.int64)
         lens = np.zeros(len(rows), np.int64)
         starts[inb] = self.indptr[rows[inb]]
         lens[inb] = self.indptr[rows[inb] + 1] - starts[inb]
+        if cap is not None:
+            np.minimum(lens, cap, out=lens)
         local = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
         offs = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
         pos = np.repeat(starts, lens) + offs

@@ -305,10 +305,9 @@ class Processor:
         valid = near > 0  # -1 pads rows with fewer candidates than asked for
         own = [np.repeat(np.arange(len(nodes), dtype=np.int64), near.shape[1])[valid.ravel()]]
         cand = [near[valid]]
-        hop1 = g.in_rows(nodes)
-        f_own, f_node = _first_per_row(hop1, self.config.hop_fanout)
-        hop2 = g.in_rows(f_node)
-        s_row, s_node = _first_per_row(hop2, max(1, c // max(1, self.config.hop_fanout)))
+        fan, second = self.config.hop_fanout, max(1, c // max(1, self.config.hop_fanout))
+        f_own, f_node = _first_per_row(g.in_rows(nodes, cap=fan), fan)  # a hub's whole list is not read
+        s_row, s_node = _first_per_row(g.in_rows(f_node, cap=second), second)
         own.append(f_own[s_row])
         cand.append(s_node)
         keys = np.unique((np.concatenate(own) << 32) | np.concatenate(cand).astype(np.int64))

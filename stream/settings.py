@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(50, ge=1, description="longest a fetch waits for data")
     fetch_partition_bytes: int = Field(1 << 20, ge=1024, description="prefetch bound per partition (backpressure)")
     linger_ms: int = Field(2, ge=0, description="producer batching delay")
+    producer_batch_bytes: int = Field(512 * 1024, ge=16 * 1024, description="largest producer batch per partition")
 
     # micro-batching
     batch_mode: Literal["adaptive", "fixed"] = Field(

@@ -498,6 +498,7 @@ class Worker:
 
         s = self.settings
         self._producer = AIOKafkaProducer(**aiokafka_config(s, self.bootstrap), acks="all", linger_ms=s.linger_ms,
+                                          max_batch_size=s.producer_batch_bytes,
                                           client_id=f"{s.app_id}-producer")
         await self._producer.start()
 

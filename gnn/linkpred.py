@@ -10,8 +10,10 @@ Features (``PairFeatures.NAMES``): ``seen`` (pair interacted before), ``log_coun
 ``recency`` (exp(-Δt / τ) since the pair's last interaction), ``log_deg_u``, ``log_deg_v``,
 ``log_cn`` (common neighbours), ``adamic_adar``, ``cos`` (embedding cosine), the
 interaction ``seen × recency``, and each endpoint's activity: ``log_age_u`` / ``log_age_v``
-(log1p of seconds since the node's last interaction) and ``new_u`` / ``new_v`` (it has none;
-its age is then 0): real interactions come from nodes active now, random pairs mostly do not.
+(log1p of seconds since the node's last interaction), ``new_u`` / ``new_v`` (it has none; its
+age is then 0) and ``log_act_u`` / ``log_act_v`` (log1p of its edge count decayed on an edge
+clock, :class:`gnn.anomaly.NodeActivity`): real interactions come from nodes active now,
+random pairs mostly do not.
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ class PairFeatures:
             grown = np.full(max(int(nodes.max()) + 1, 2 * len(self._node_last)), np.nan)
             grown[: len(self._node_last)] = self._node_last
             self._node_last = grown
-        latest = np.full(len(self._node_last), -np.inf)
-        np.maximum.at(latest, nodes, times)
-        touched = np.unique(nodes)
-        self._node_last[touched] = np.fmax(self._node_last[touched], latest[touched])
+        touched, inv = np.unique(nodes, return_inverse=True)
+        latest = np.full(len(touched), -np.inf)
+        np.maximum.at(latest, inv, times)  # each node's newest time in this batch: O(batch), not O(nodes)
+        self._node_last[touched] = np.fmax(self._node_last[touched], latest)
         self.activity.score(u, v)
 
     def compute(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray, emb: torch.Tensor) -> np.ndarray:
@@ -181,8 +183,8 @@ class LogisticDecoder:
         return _sigmoid(((x - self.mean) / self.std) @ self.w + self.b)
 
 
-_REVERSED = [PairFeatures.NAMES.index(n.replace("_u", "_t").replace("_v", "_u").replace("_t", "_v"))
-             for n in PairFeatures.NAMES]  # column order of the features of (v, u)
+_REVERSED = [PairFeatures.NAMES.index(n[:-2] + {"_u": "_v", "_v": "_u"}.get(n[-2:], n[-2:]))
+             for n in PairFeatures.NAMES]  # column order of the features of (v, u): *_u and *_v swap
 
 
 def _sigmoid(t: np.ndarray) -> np.ndarray:

@@ -385,14 +385,17 @@ class Worker:
         if self._child is not None or not hasattr(os, "fork") or self.settings.resolved_device() != "cpu":
             return False
         offsets, meta = dict(self.source.positions), {"totals": dict(self.totals)}
-        t0 = time.perf_counter()
+        t0, parent = time.perf_counter(), os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: write and leave at once (no finalizers, no logging, no sockets)
             code = 1
             try:
+                _die_with_parent(parent)
                 save_snapshot(self.pipeline.processor, self.snapshots, meta={"offsets": offsets, **meta},
                               keep=self.settings.snapshot_keep)
                 code = 0
+            except BaseException as err:  # noqa: BLE001 - reported raw: other threads' locks are not ours
+                os.write(2, f"background snapshot failed: {err!r}\n".encode())
             finally:
                 os._exit(code)
         self._child = (pid, t0, offsets)
@@ -523,6 +526,19 @@ class Worker:
             await p.webhooks.close()
         if self.journal is not None:
             self.journal.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this (forked) process when its parent dies, so no orphan writer races
+    the next worker's recovery. Elsewhere only the check that the parent is still there."""
+    try:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
 
 
 def prediction_id(batch_id: str, node: str) -> str:

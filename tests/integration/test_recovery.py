@@ -80,8 +80,12 @@ def test_sigkill_twice_state_equals_offline_replay(broker, tmp_path: Path) -> No
     try:
         worker.wait_ready()
         producer.start()
-        for _ in range(2):  # kill at random points while events stream in
-            time.sleep(float(rng.uniform(1.5, 3.0)))
+        for _ in range(2):  # kill at random points while events stream in, each life having snapshotted
+            deadline = time.monotonic() + 30
+            while worker.metrics().get("lepton_snapshots_total", 0) < 1:  # written in the background
+                assert time.monotonic() < deadline, "no snapshot was collected"
+                time.sleep(0.1)
+            time.sleep(float(rng.uniform(0.0, 1.5)))
             assert worker.kill() == -9
             worker = WorkerProcess(bootstrap=broker.bootstrap, state_dir=tmp_path, env=env)
             restart_ready.append(worker.wait_ready())

@@ -173,6 +173,7 @@ class NodeActivity:
         self.clock = 0  # edges scored so far
 
     def score(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """Dormancy of each edge (dense ids, in order), then count the edges in."""
         src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
         step = max(1, int(self._SLICE * self.window))
         if len(src) > step:
@@ -208,7 +209,6 @@ class NodeActivity:
         self._value[sn[ends]] = (act[ends] + 1.0) * tail
         self._at[sn[ends]] = self.clock
         return out
-
 
     def level(self, nodes: np.ndarray) -> np.ndarray:
         """Each node's decayed edge count now (after every edge scored so far)."""
@@ -267,15 +267,18 @@ class QuantileCalibrator:
 DEFAULT_WEIGHTS = {"dormancy": 0.5, "surprise": 0.3, "midas": 0.1, "burst": 0.1}
 
 
-
 def parse_weights(text: str) -> dict[str, float]:
     """``"dormancy=0.5,surprise=0.3"`` → weights (components not named get 0)."""
     out = dict.fromkeys(DEFAULT_WEIGHTS, 0.0)
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
-        if not sep or name.strip() not in out:
-            raise ValueError(f"anomaly weight {part!r}: expected NAME=VALUE with NAME in {sorted(DEFAULT_WEIGHTS)}")
-        out[name.strip()] = float(value)
+        try:
+            if not sep or name.strip() not in out:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"anomaly weight {part!r}: expected NAME=VALUE with NAME in {sorted(DEFAULT_WEIGHTS)} "
+                             "and a number") from None
     return out
 
 

@@ -47,6 +47,11 @@ class IVFIndex:
     def built(self) -> bool:
         return self._cent is not None
 
+    @property
+    def cells(self) -> int:
+        """Number of k-means cells (0 before the first refresh)."""
+        return 0 if self._cent is None else len(self._cent)
+
     @torch.no_grad()
     def refresh(self, h: torch.Tensor, n_rows: int, moved: np.ndarray | None = None) -> None:
         """Keep the index current for ``h[:n_rows]``; ``moved`` = rows whose embedding changed."""

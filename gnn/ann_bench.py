@@ -52,7 +52,7 @@ def bench_ann(*, nodes: int, edges: int, queries: int = 500, k: int = 20, nprobe
         t0 = time.perf_counter()
         got = index.search(h, q, k, n)
         query = time.perf_counter() - t0
-        out["ivf"].append({"nprobe": nprobe, "lists": len(index._cent), "build_s": round(build, 3),
+        out["ivf"].append({"nprobe": nprobe, "lists": index.cells, "build_s": round(build, 3),
                            "ms_per_query": round(query * 1000 / len(q), 3), "recall": _recall(got, exact),
                            "speedup": round(out["exact_ms_per_query"] / (query * 1000 / len(q)), 1)})
     best = max(out["ivf"], key=lambda r: (r["recall"] >= 0.9, -r["ms_per_query"]))

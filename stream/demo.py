@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,9 @@ def run_demo(settings: Settings, *, events: int = 6000, rate: float | None = 150
     """Run the whole flow once and return the summary (also printed, and written as JSON if asked)."""
     con = console or Console()
     state = settings.state_dir / "demo"
+    for stale in (state.iterdir() if state.exists() else []):  # the broker is new: earlier state is not its
+        if stale.name != "logs":
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     state.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
     with EmbeddedBroker(log_dir=state / "logs") as broker:

@@ -25,7 +25,7 @@ from typing import Any
 from stream.kafka import aiokafka_config, partition_for
 from stream.settings import Settings
 
-__all__ = ["OffsetsAheadError", "Record", "Batch", "Source", "Ownership", "tp_key"]
+__all__ = ["Record", "Batch", "Source", "Ownership", "tp_key"]
 
 log = logging.getLogger("lepton.source")
 
@@ -61,10 +61,6 @@ def tp_key(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-class OffsetsAheadError(RuntimeError):
-    """Saved offsets point past the end of the input topics: the state belongs to other data."""
-
-
 @dataclass
 class Source:
     """All partitions of ``topics``, with a replay-exact batching API."""
@@ -98,13 +94,6 @@ class Source:
                 self._tps[tp_key(topic, p)] = TopicPartition(topic, p)
         self._consumer.assign(list(self._tps.values()))
         offsets = offsets or {}
-        ends = await self._consumer.end_offsets(list(self._tps.values())) if offsets else {}
-        ahead = {k: (v, ends[self._tps[k]]) for k, v in offsets.items() if k in self._tps and v > ends[self._tps[k]]}
-        if ahead:  # seeking there would wait forever for records that will never come
-            raise OffsetsAheadError(
-                "the snapshot's input offsets are past the end of the topic (recreated topic, or another cluster?): "
-                + ", ".join(f"{k} snapshot {v} > end {e}" for k, (v, e) in sorted(ahead.items()))
-                + "; remove the state directory's snapshots to start over from this topic")
         for key, tp in self._tps.items():
             if key in offsets:
                 self._consumer.seek(tp, offsets[key])

@@ -38,32 +38,30 @@ class Journal:
         """End offsets of the journaled batches that start at or after ``positions`` (a snapshot's)."""
         out = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:  # a torn last line
+            entry = _parse(line)
+            if entry is None:  # a torn last line
                 break
-            if all(entry["end"].get(k, 0) <= positions.get(k, 0) for k in entry["end"]):
-                continue  # already in the snapshot
-            out.append(entry["end"])
+            if not _covered(entry, positions):  # else already in the snapshot
+                out.append(entry["end"])
         return out
 
     def trim(self, positions: dict[str, int]) -> None:
         """Drop the batches a snapshot at ``positions`` covers (a background snapshot finished
         while later batches were already journaled)."""
         self._f.flush()
-        keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line and not _covered(line, positions)]
-        self._f.close()
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-        os.replace(tmp, self.path)
-        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        # a torn line is kept: pending() stops there anyway
+        self._rewrite([x for x in lines if x and ((e := _parse(x)) is None or not _covered(e, positions))])
 
     def reset(self) -> None:
         """Empty the journal (after a snapshot made its entries redundant)."""
+        self._rewrite([])
+
+    def _rewrite(self, lines: list[str]) -> None:
+        """Replace the file atomically with ``lines`` and keep appending to it."""
         self._f.close()
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("", encoding="utf-8")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         os.replace(tmp, self.path)
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
@@ -71,9 +69,15 @@ class Journal:
         self._f.close()
 
 
-def _covered(line: str, positions: dict[str, int]) -> bool:
+def _parse(line: str) -> dict | None:
+    """A journal entry, or None for a torn line."""
     try:
-        end = json.loads(line)["end"]
-    except (ValueError, KeyError):
-        return False  # a torn line: keep it; pending() stops there anyway
-    return all(v <= positions.get(k, 0) for k, v in end.items())
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) and "end" in entry else None
+
+
+def _covered(entry: dict, positions: dict[str, int]) -> bool:
+    """Whether a snapshot at ``positions`` already holds the batch."""
+    return all(v <= positions.get(k, 0) for k, v in entry["end"].items())

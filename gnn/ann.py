@@ -82,7 +82,7 @@ class IVFIndex:
             return np.zeros((0, k), np.int64)
         qv = self._unit(h[q])
         probe = (qv @ self._cent.T).topk(min(self.nprobe, len(self._cent)), dim=1).indices.cpu().numpy()
-        cand_sim, cand_row = [], []
+        cand_sim = []
         owners = np.repeat(np.arange(len(q)), probe.shape[1])
         order = np.argsort(probe.ravel(), kind="stable")
         cells, first = np.unique(probe.ravel()[order], return_index=True)

@@ -242,6 +242,7 @@ def _metrics(worker: WorkerProcess, timeout: float = 60.0) -> dict[str, float]:
     while time.monotonic() < deadline:
         if m := worker.metrics(timeout=10.0):
             return m
+        time.sleep(0.5)  # refused at once (restarting, or gone): do not spin
     raise RuntimeError(f"worker /metrics did not answer within {timeout:.0f}s")
 
 

@@ -382,7 +382,7 @@ class Worker:
         this process keeps streaming; False where that cannot run (no fork, state on a GPU,
         one already running). The journal is trimmed once the child has succeeded."""
         assert self.source is not None
-        if self._child is not None or not hasattr(os, "fork") or self.settings.resolved_device() != "cpu":
+        if self._child is not None or not hasattr(os, "fork") or self.pipeline.processor.engine.device.type != "cpu":
             return False
         offsets, meta = dict(self.source.positions), {"totals": dict(self.totals)}
         t0, parent = time.perf_counter(), os.getpid()
@@ -462,8 +462,8 @@ class Worker:
     def _maybe_snapshot(self) -> None:
         s = self.settings
         self._reap_snapshot()
-        if self._child is None and self._since_snapshot and (
-                self._since_snapshot >= s.snapshot_events or time.monotonic() - self._snapshot_at >= s.snapshot_seconds):
+        due = self._since_snapshot >= s.snapshot_events or time.monotonic() - self._snapshot_at >= s.snapshot_seconds
+        if self._child is None and self._since_snapshot and due:
             if not (s.snapshot_background and self.snapshot_in_background()):
                 self.snapshot()
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["MidasR", "NodeBurst", "NodeActivity", "QuantileCalibrator", "AnomalyDetector", "EdgeScores",
-           "DEFAULT_WEIGHTS", "parse_weights"]
+           "DEFAULT_WEIGHTS", "parse_weights", "grown"]
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 
@@ -144,13 +144,8 @@ class NodeBurst:
         self._last[n] = t
 
     def _grow(self, n: int) -> None:
-        if n <= len(self._mean):
-            return
-        extra = max(n, 2 * len(self._mean)) - len(self._mean)
-        self._mean = np.r_[self._mean, np.zeros(extra)]
-        self._var = np.r_[self._var, np.zeros(extra)]
-        self._count = np.r_[self._count, np.zeros(extra)]
-        self._last = np.r_[self._last, np.full(extra, -(2**62), np.int64)]
+        self._mean, self._var, self._count = (grown(a, n) for a in (self._mean, self._var, self._count))
+        self._last = grown(self._last, n, -(2**62))
 
 
 class NodeActivity:
@@ -182,9 +177,7 @@ class NodeActivity:
         if m == 0:
             return np.zeros(0)
         n = int(max(src.max(), dst.max())) + 1
-        if n > len(self._value):
-            extra = max(n, 2 * len(self._value)) - len(self._value)
-            self._value, self._at = np.r_[self._value, np.zeros(extra)], np.r_[self._at, np.zeros(extra)]
+        self._value, self._at = grown(self._value, n), grown(self._at, n)
         loop = src == dst  # a self-loop is one occurrence of its node
         nodes = np.r_[src, dst[~loop]]
         pos = np.r_[np.arange(m), np.flatnonzero(~loop)].astype(np.float64)
@@ -322,6 +315,16 @@ class AnomalyDetector:
         self.seen += len(total)
         score = self._final(total) if warm else np.zeros(len(total))
         return EdgeScores(score=score, components=comps)
+
+
+def grown(a: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
+    """``a`` with at least ``n`` entries, new ones ``fill``: per-node state grows with the graph,
+    by doubling, so growth costs O(1) amortised per node."""
+    if n <= len(a):
+        return a
+    out = np.full(max(n, 2 * len(a)), fill, a.dtype)
+    out[: len(a)] = a
+    return out
 
 
 def _chi2(a: np.ndarray, s: np.ndarray, t: int) -> np.ndarray:

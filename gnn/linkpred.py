@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from gnn.anomaly import NodeActivity
+from gnn.anomaly import NodeActivity, grown
 from gnn.graph import DynamicGraph
 
 __all__ = ["PairFeatures", "LogisticDecoder", "LinkModel"]
@@ -49,10 +49,8 @@ class PairFeatures:
         for k, t in zip(_key(u, v).tolist(), ts.tolist()):
             self._last[k] = t
         nodes, times = np.r_[np.asarray(u, np.int64), np.asarray(v, np.int64)], np.r_[ts, ts]
-        if len(nodes) and nodes.max() >= len(self._node_last):
-            grown = np.full(max(int(nodes.max()) + 1, 2 * len(self._node_last)), np.nan)
-            grown[: len(self._node_last)] = self._node_last
-            self._node_last = grown
+        if len(nodes):
+            self._node_last = grown(self._node_last, int(nodes.max()) + 1, np.nan)
         touched, inv = np.unique(nodes, return_inverse=True)
         latest = np.full(len(touched), -np.inf)
         np.maximum.at(latest, inv, times)  # each node's newest time in this batch: O(batch), not O(nodes)

@@ -1,25 +1,28 @@
-"""Exact incremental GraphSAGE: cache every layer and its neighbour sums, propagate deltas.
+"""Exact incremental GraphSAGE: cache every layer's two halves, propagate deltas along arcs.
 
-For each layer input :math:`h_l` the engine keeps the neighbour sums
-:math:`S_l[v] = \\sum_{u \\in N_{in}(v)} c_{uv} h_l[u]` (float64; :math:`c_{uv}` = 1 for
-``sum``/``mean``, the edge weight for ``wmean``) and the denominators (degree or weight
-sum). Layer :math:`l+1` of row :math:`v` is then a cheap function of :math:`h_l[v]` and
-:math:`S_l[v]`. After the graph changed, for each layer in order:
+A layer computes :math:`h_{l+1}[v] = \\sigma(a_l[v] + p_l[v] / d[v])` with the *self* half
+:math:`a_l[v] = W^{self}_l h_l[v] + b_l` and the *projected neighbour sum*
+:math:`p_l[v] = \\sum_{u \\in N_{in}(v)} c_{uv} W^{neigh}_l h_l[u]` (float64; :math:`c_{uv}` = 1
+for ``sum``/``mean``, the edge weight for ``wmean``; :math:`d` = degree, weight sum, or 1 for
+``sum``). Projecting before aggregating (as PyG's and DGL's SAGEConv do when it is cheaper)
+makes a row whose only change is its neighbour sum cost O(d) to refresh, with no matrix
+product: on a power-law graph most rows a batch reaches are of that kind (out-neighbours of
+a hub whose activation moved). After the graph changed, for each layer in order:
 
 1. *structure*: for every arc whose coefficient changed by :math:`\\Delta c`,
-   :math:`S_l[v] \\mathrel{+}= \\Delta c \\cdot h_l^{old}[u]`;
+   :math:`p_l[v] \\mathrel{+}= \\Delta c \\cdot W^{neigh}_l h_l^{old}[u]`;
 2. *values*: for every row :math:`u` whose :math:`h_l` changed by :math:`\\Delta_u`,
-   :math:`S_l[v] \\mathrel{+}= c_{uv} \\Delta_u` for its out-neighbours :math:`v` (new graph);
-3. recompute layer :math:`l+1` for rows whose :math:`h_l` or :math:`S_l` changed, and keep
-   only those whose output actually changed for the next layer.
+   :math:`a_l[u]` is recomputed and :math:`p_l[v] \\mathrel{+}= c_{uv} W^{neigh}_l \\Delta_u` for
+   its out-neighbours :math:`v` (new graph);
+3. recompute :math:`h_{l+1}` for rows whose :math:`h_l`, :math:`p_l` or :math:`d` changed, and
+   keep only those whose output actually changed for the next layer.
 
-Steps 1 + 2 give exactly :math:`\\sum_{u \\in N_{new}(v)} c^{new}_{uv} h^{new}_l[u]`, so the
-caches equal a full recomputation (up to float summation order). The work is the arcs
-touched, not the rows touched: a hub that gains one neighbour costs O(1) at its own row,
-and O(degree) only when its activation changes at a layer whose output feeds another one.
-When a layer's scatter would touch more than ``full_fraction`` of all arcs (a scatter-add
-costs several times an SpMM per arc here), that layer's sums are recomputed with one SpMM
-instead (DGL or torch kernels), and every later layer in full too.
+Steps 1 + 2 give exactly :math:`W^{neigh}_l \\sum_{u \\in N_{new}(v)} c^{new}_{uv} h^{new}_l[u]`,
+so the caches equal a full recomputation (:meth:`GraphSAGE.full`) up to float rounding. The
+work is the arcs touched, not the rows touched: a hub that gains one neighbour costs O(1) at
+its own row, and O(degree) only when its activation changes at a layer whose output feeds
+another one. When a layer's scatter would touch more than ``full_fraction`` of all arcs,
+that layer's sums are recomputed with one SpMM instead (DGL or torch kernels).
 
 ``prune_eps`` (optional, inexact, the InkStream idea) skips step 2 for rows whose
 activation moved by at most ε (max-abs); the benchmark reports the error it causes.
@@ -69,10 +72,10 @@ class Engine:
         self.backend_choice = backend
         self.backend = resolve_backend(backend, self.device)
         self.full_fraction = full_fraction
-        self.dense_fraction = 0.25  # above this share of rows, recompute a layer's output for all rows
         self.prune_eps = prune_eps
-        self.h: list[torch.Tensor] = []  # h[0] inputs, h[l] output of layer l
-        self.s: list[torch.Tensor] = []  # s[l]: float64 neighbour sums of h[l]
+        self.h: list[torch.Tensor] = []  # h[0] inputs, h[l] output of layer l (float32)
+        self.a: list[torch.Tensor] = []  # a[l]: self half of layer l, W_self h[l] + b (float32)
+        self.p: list[torch.Tensor] = []  # p[l]: projected neighbour sums of h[l] (float64)
         self.den = torch.zeros(0, dtype=torch.float64)
         self.full_refresh()
 
@@ -88,17 +91,19 @@ class Engine:
 
     @torch.no_grad()
     def full_refresh(self) -> None:
-        """Recompute every layer and every sum from scratch (start-up, model swap, reference)."""
+        """Rebuild every cache from scratch (start-up, model swap)."""
         g = self.graph
         self.features.sync(g)
         n = g.n_rows
         csr = g.in_csr()
         self.den = torch.from_numpy(self._denominators(csr)).to(self.device)
         self.h = [torch.from_numpy(self.features.rows(g, np.arange(n, dtype=np.int64))).to(self.device)]
-        self.s = []
-        for li in range(self.model.num_layers):
-            self.s.append(self._full_sums(csr, self.h[li]))
-            out = self.model.layer(li, self.h[li], self._agg(li, slice(0, n)))
+        self.a, self.p = [], []
+        for li, layer in enumerate(self.model.layers):
+            h = self.h[li]
+            self.a.append(layer.lin_self(h))
+            self.p.append(self._full_sums(li, csr, h))
+            out = self._output(li, slice(0, n))
             out[0] = 0.0
             self.h.append(out)
         self._known = n
@@ -108,8 +113,7 @@ class Engine:
         self.device = torch.device(device)
         self.model = self.model.to(self.device)
         self.backend = resolve_backend(self.backend_choice, self.device)
-        self.h = [t.to(self.device) for t in self.h]
-        self.s = [t.to(self.device) for t in self.s]
+        self.h, self.a, self.p = ([t.to(self.device) for t in ts] for ts in (self.h, self.a, self.p))
         self.den = self.den.to(self.device)
         return self
 
@@ -132,76 +136,79 @@ class Engine:
         rows = rows[rows > 0]
         vals = torch.from_numpy(self.features.rows(g, rows)).to(self.device)
         stats = UpdateStats()
-        struct = _union([a_r], n)
+        struct = _union([a_r, new_nodes], n)  # recomputed at every layer: degree or arcs changed, or new
         for li in range(self.model.num_layers):
-            # rows of layer li+1 to recompute: their own input or their neighbour sum changed
+            # rows of layer li+1 to recompute: their own input, their neighbour sum or their degree changed
             rows, scattered, full = self._propagate(li, rows, vals, a_r, a_c, coef, struct)
             stats.arcs_per_layer.append(scattered)
             stats.full_layers += int(full)
             stats.rows_per_layer.append(len(rows))
-            if len(rows) > self.dense_fraction * n:  # most rows: contiguous whole-table pass, no gathers
-                rows = np.arange(1, n, dtype=np.int64)
-                vals = self.model.layer(li, self.h[li][1:n], self._agg(li, slice(1, n)))
-                continue
-            idx = _t(rows, self.device)
-            vals = self.model.layer(li, self.h[li][idx], self._agg(li, idx))
+            vals = self._output(li, _t(rows, self.device))
         if len(rows):
-            last = self.h[-1]
-            last[_t(rows, self.device)] = vals
+            self.h[-1][_t(rows, self.device)] = vals
         stats.moved = rows
         return stats
 
     def reference(self) -> torch.Tensor:
-        """A fresh full recomputation of the final layer (for tests and benchmarks)."""
-        other = Engine.__new__(Engine)
-        other.__dict__.update(self.__dict__)
-        Engine.full_refresh(other)
-        return other.h[-1]
+        """The textbook full forward pass on the current graph (for tests and benchmarks)."""
+        g = self.graph
+        x = torch.from_numpy(self.features.rows(g, np.arange(g.n_rows, dtype=np.int64))).to(self.device)
+        return self.model.full(g.in_csr(), x, self.backend)
 
     # ---- one layer ----------------------------------------------------------------------------
     def _propagate(self, li: int, rows: np.ndarray, vals: torch.Tensor, a_r: np.ndarray, a_c: np.ndarray,
                    coef: np.ndarray, struct: np.ndarray) -> tuple[np.ndarray, int, bool]:
-        """Write the new ``h[li]`` values of ``rows`` and bring ``s[li]`` up to date.
+        """Write the new ``h[li]`` values of ``rows`` and bring ``a[li]`` and ``p[li]`` up to date.
 
         Returns the rows whose layer ``li + 1`` output must be recomputed, the number of
         arcs scattered, and whether the sums were recomputed in full instead.
         """
-        h, s, dev = self.h[li], self.s[li], self.device
+        h, p, dev, layer = self.h[li], self.p[li], self.device, self.model.layers[li]
         if len(a_r):  # 1. structure, with the old values
-            s.index_add_(0, _t(a_r, dev), h[_t(a_c, dev)].double() * _t(coef, dev)[:, None])
+            p.index_add_(0, _t(a_r, dev), _project(layer, h[_t(a_c, dev)]) * _t(coef, dev)[:, None])
         idx = _t(rows, dev)
         delta = vals - h[idx]
         h[idx] = vals
         moved = delta.abs().amax(dim=1) > (self.prune_eps or 0.0)  # exact mode: any change at all
-        rows, delta = rows[moved.cpu().numpy()], delta[moved]
+        rows, delta, idx = rows[moved.cpu().numpy()], delta[moved], idx[moved]
+        self.a[li][idx] = layer.lin_self(h[idx])
         n = self.graph.n_rows
         fanout = int(self.graph.out_degree()[rows].sum())  # arcs a scatter would touch
         if fanout > self.full_fraction * max(self.graph.num_arcs, 1):
-            self.s[li][:n] = self._full_sums(self.graph.in_csr(), h)[:n]
+            p[:n] = self._full_sums(li, self.graph.in_csr(), h)[:n]
             return np.arange(1, n, dtype=np.int64), fanout, True
         pos, targets, weight = self._out_arcs(rows)
-        for lo in range(0, len(targets), _SCATTER_CHUNK):  # 2. values, to out-neighbours
-            part = slice(lo, lo + _SCATTER_CHUNK)
-            upd = delta[_t(pos[part], dev)].double()
-            if self.op == "wmean":
-                upd *= _t(weight[part], dev)[:, None]
-            s.index_add_(0, _t(targets[part], dev), upd)
-        nxt = _union([rows, targets, struct], n)
+        hit = _union([targets], n)
+        if len(hit):  # 2. values, to out-neighbours: summed per batch in a compact buffer, then added once
+            slot = np.empty(n, np.int64)
+            slot[hit] = np.arange(len(hit))
+            at = slot[targets]
+            dz = _project(layer, delta).float()  # a batch's increments are small: float32 sums them exactly enough
+            buf = torch.zeros((len(hit), dz.shape[1]), device=dev)
+            for lo in range(0, len(targets), _SCATTER_CHUNK):
+                part = slice(lo, lo + _SCATTER_CHUNK)
+                upd = dz[_t(pos[part], dev)]
+                if self.op == "wmean":
+                    upd *= _t(weight[part].astype(np.float32), dev)[:, None]
+                buf.index_add_(0, _t(at[part], dev), upd)
+            p.index_add_(0, _t(hit, dev), buf.double())
+        nxt = _union([rows, hit, struct], n)
         return nxt[nxt > 0], len(targets), False
 
     # ---- helpers --------------------------------------------------------------------------
-    def _agg(self, li: int, idx: torch.Tensor | slice) -> torch.Tensor:
-        """Aggregate of layer ``li``'s input for rows ``idx``: the sum, or sum / denominator."""
-        s = self.s[li][idx]
-        if self.op == "sum":
-            return s.float()
-        d = self.den[idx]
-        inv = torch.where(d == 0, torch.zeros_like(d), 1.0 / d)  # an empty row aggregates to 0
-        return (s * inv[:, None]).float()
+    def _output(self, li: int, idx: torch.Tensor | slice) -> torch.Tensor:
+        """Layer ``li``'s output for rows ``idx`` from the cached halves: act(a + p / den)."""
+        p = self.p[li][idx]
+        if self.op != "sum":
+            d = self.den[idx]
+            p = p * torch.where(d == 0, torch.zeros_like(d), 1.0 / d)[:, None]  # an empty row aggregates to 0
+        out = self.a[li][idx] + p.float()
+        return torch.relu(out) if self.model.layers[li].activate else out
 
-    def _full_sums(self, csr: CSR, h: torch.Tensor) -> torch.Tensor:
-        """``s`` for every row with one SpMM on the configured kernel backend."""
-        out = aggregate(csr, h, "wsum" if self.op == "wmean" else "sum", self.backend).double()
+    def _full_sums(self, li: int, csr: CSR, h: torch.Tensor) -> torch.Tensor:
+        """``p[li]`` for every row: one SpMM on the configured kernel backend, then the projection."""
+        out = _project(self.model.layers[li], aggregate(csr, h, "wsum" if self.op == "wmean" else "sum",
+                                                        self.backend))
         if out.shape[0] < h.shape[0]:
             out = torch.cat([out, out.new_zeros((h.shape[0] - out.shape[0], out.shape[1]))])
         return out
@@ -238,13 +245,19 @@ class Engine:
         def pad(t: torch.Tensor) -> torch.Tensor:
             return torch.cat([t, t.new_zeros((cap - have, *t.shape[1:]))])
 
-        self.h = [pad(t) for t in self.h]
-        self.s = [pad(t) for t in self.s]
+        self.h, self.p = [pad(t) for t in self.h], [pad(t) for t in self.p]
+        self.a = [torch.cat([t, layer.lin_self.bias.expand(cap - have, -1)])  # a new row's self half: the bias
+                  for t, layer in zip(self.a, self.model.layers)]
         self.den = pad(self.den)
 
 
 def _t(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
+def _project(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``W_neigh x`` in float64: the long-lived sums take exact increments."""
+    return x.double() @ layer.lin_neigh.weight.double().T
 
 
 def _union(parts: list[np.ndarray], n: int) -> np.ndarray:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gnn.kernels import Op
+from gnn.graph import CSR
+from gnn.kernels import Backend, Op, aggregate
 
 __all__ = ["ModelConfig", "SAGELayer", "GraphSAGE"]
 
@@ -78,3 +79,19 @@ class GraphSAGE(nn.Module):
 
     def layer(self, index: int, h_self: torch.Tensor, h_agg: torch.Tensor) -> torch.Tensor:
         return self.layers[index](h_self, h_agg)
+
+    @torch.no_grad()
+    def full(self, csr: CSR, x: torch.Tensor, backend: Backend = "auto") -> torch.Tensor:
+        """The textbook full forward pass over every row (the reference the engine must equal).
+
+        ``csr`` is the graph's full in-neighbour matrix, ``x`` one input row per graph row;
+        row 0, the null node, stays zero.
+        """
+        h = x
+        for layer in self.layers:
+            agg = aggregate(csr, h, self.config.aggregator, backend)
+            if agg.shape[0] < h.shape[0]:
+                agg = torch.cat([agg, agg.new_zeros((h.shape[0] - agg.shape[0], agg.shape[1]))])
+            h = layer(h, agg)
+            h[0] = 0.0
+        return h

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["save_snapshot", "load_snapshot", "latest_snapshot", "read_meta", "summary", "FORMAT"]
 
-FORMAT = 2  # 2: pair features with node age/activity, the dormancy detector (format-1 state lacks them)
+FORMAT = 3  # 3: engine caches hold projected sums + self halves; 2: pair features with node age/activity
 INLINE_BYTES = 64 * 1024  # smaller arrays stay inside state.pkl
 
 

@@ -477,7 +477,9 @@ def state_inspect(state_dir: Path = typer.Option(Path(".lepton"), help="the work
 def main() -> None:
     from security.errors import SecurityError  # noqa: PLC0415
     from gnn.errors import GnnError  # noqa: PLC0415
+    from stream.allocator import keep_freed_blocks  # noqa: PLC0415
 
+    keep_freed_blocks()  # large temporary tensors: no page faults per batch (see stream/allocator.py)
     try:
         app()
     except (SecurityError, GnnError) as exc:

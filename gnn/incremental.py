@@ -103,7 +103,7 @@ class Engine:
             h = self.h[li]
             self.a.append(layer.lin_self(h))
             self.p.append(self._full_sums(li, csr, h))
-            out = self._output(li, slice(0, n))
+            out = self._output(li, torch.arange(n, device=self.device))
             out[0] = 0.0
             self.h.append(out)
         self._known = n
@@ -145,7 +145,7 @@ class Engine:
             stats.rows_per_layer.append(len(rows))
             vals = self._output(li, _t(rows, self.device))
         if len(rows):
-            self.h[-1][_t(rows, self.device)] = vals
+            self.h[-1].index_copy_(0, _t(rows, self.device), vals)
         stats.moved = rows
         return stats
 
@@ -168,10 +168,10 @@ class Engine:
             p.index_add_(0, _t(a_r, dev), _project(layer, h[_t(a_c, dev)]) * _t(coef, dev)[:, None])
         idx = _t(rows, dev)
         delta = vals - h[idx]
-        h[idx] = vals
+        h.index_copy_(0, idx, vals)
         moved = delta.abs().amax(dim=1) > (self.prune_eps or 0.0)  # exact mode: any change at all
         rows, delta, idx = rows[moved.cpu().numpy()], delta[moved], idx[moved]
-        self.a[li][idx] = layer.lin_self(h[idx])
+        self.a[li].index_copy_(0, idx, layer.lin_self(h[idx]))
         n = self.graph.n_rows
         fanout = int(self.graph.out_degree()[rows].sum())  # arcs a scatter would touch
         if fanout > self.full_fraction * max(self.graph.num_arcs, 1):
@@ -196,14 +196,17 @@ class Engine:
         return nxt[nxt > 0], len(targets), False
 
     # ---- helpers --------------------------------------------------------------------------
-    def _output(self, li: int, idx: torch.Tensor | slice) -> torch.Tensor:
-        """Layer ``li``'s output for rows ``idx`` from the cached halves: act(a + p / den)."""
-        p = self.p[li][idx]
+    def _output(self, li: int, idx: torch.Tensor) -> torch.Tensor:
+        """Layer ``li``'s output for rows ``idx`` from the cached halves: act(a + p / den).
+
+        Gathered copies are updated in place: each pass over the rows costs a memory sweep.
+        """
+        p = self.p[li].index_select(0, idx)
         if self.op != "sum":
-            d = self.den[idx]
-            p = p * torch.where(d == 0, torch.zeros_like(d), 1.0 / d)[:, None]  # an empty row aggregates to 0
-        out = self.a[li][idx] + p.float()
-        return torch.relu(out) if self.model.layers[li].activate else out
+            d = self.den.index_select(0, idx)
+            p.mul_(torch.where(d > 0, 1.0 / d, 0.0)[:, None])  # an empty row aggregates to 0
+        out = self.a[li].index_select(0, idx).add_(p)
+        return out.relu_() if self.model.layers[li].activate else out
 
     def _full_sums(self, li: int, csr: CSR, h: torch.Tensor) -> torch.Tensor:
         """``p[li]`` for every row: one SpMM on the configured kernel backend, then the projection."""

@@ -82,8 +82,10 @@ class IVFIndex:
             return np.zeros((0, k), np.int64)
         qv = self._unit(h[q])
         probe = (qv @ self._cent.T).topk(min(self.nprobe, len(self._cent)), dim=1).indices.cpu().numpy()
-        cand_sim = []
-        owners = np.repeat(np.arange(len(q)), probe.shape[1])
+        width = k + 1  # +1: the query itself may be among a cell's best
+        # one slot of `width` per (query, probed cell), row-major by query: flat slot = query * nprobe + j
+        val = torch.full((probe.size, width), -torch.inf, device=dev)
+        row = torch.full((probe.size, width), -1, dtype=torch.long, device=dev)
         order = np.argsort(probe.ravel(), kind="stable")
         cells, first = np.unique(probe.ravel()[order], return_index=True)
         bounds = np.r_[first, len(order)]
@@ -91,16 +93,22 @@ class IVFIndex:
             a, b = int(self._start[c]), int(self._start[c + 1])
             if a == b:
                 continue
-            who = torch.from_numpy(owners[order[lo:hi]]).to(dev)
-            sim = qv[who] @ self._table[a:b].T  # one product per probed cell
-            val, idx = sim.topk(min(k + 1, b - a), dim=1)  # +1: the query itself may be here
-            cand_sim.append((who, val, self._rows[a:b][idx]))
+            slots = torch.from_numpy(order[lo:hi]).to(dev)
+            sim = qv[slots // probe.shape[1]] @ self._table[a:b].T  # one product per probed cell
+            v, i = sim.topk(min(width, b - a), dim=1)
+            val[slots, : v.shape[1]] = v
+            row[slots, : v.shape[1]] = self._rows[a:b][i]
+        val, row = val.view(len(q), -1), row.view(len(q), -1)
         tail = torch.arange(self._sorted, n_rows, device=dev)
         if len(tail):  # rows added since the last sort: scanned by every query
-            sim = qv @ self._unit(h[tail]).T
-            val, idx = sim.topk(min(k + 1, len(tail)), dim=1)
-            cand_sim.append((torch.arange(len(q), device=dev), val, tail[idx]))
-        return self._merge(q, cand_sim, k)
+            v, i = (qv @ self._unit(h[tail]).T).topk(min(width, len(tail)), dim=1)
+            val, row = torch.cat([val, v], 1), torch.cat([row, tail[i]], 1)
+        val = torch.where(row == q[:, None], -torch.inf, val.nan_to_num(-1.0))
+        best, at = val.topk(min(k, val.shape[1]), dim=1)  # per query, the best k of its cells' best
+        out = torch.where(torch.isinf(best), -1, row.gather(1, at)).cpu().numpy()
+        if out.shape[1] < k:
+            out = np.concatenate([out, np.full((len(q), k - out.shape[1]), -1, np.int64)], 1)
+        return out
 
     # ---- helpers ------------------------------------------------------------------------------
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,22 +148,3 @@ class IVFIndex:
         self._rows = torch.from_numpy(rows).to(dev)
         self._table = self._unit(h[self._rows]) if len(rows) else torch.zeros((0, h.shape[1]), device=dev)
         self._sorted, self._moved = n, 0
-
-    def _merge(self, q: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-               k: int) -> np.ndarray:
-        """Per query, the best ``k`` of its per-cell candidates."""
-        if not parts:
-            return np.full((len(q), k), -1, np.int64)
-        who = torch.cat([w[:, None].expand_as(v).flatten() for w, v, _ in parts])
-        val = torch.cat([v.flatten() for _, v, _ in parts])
-        row = torch.cat([r.flatten() for _, _, r in parts])
-        val = torch.where(row == q[who], torch.full_like(val, -torch.inf), val)
-        key = who.double() * 4.0 - val.double().clamp(-1.0, 1.0).nan_to_num(-1.0)
-        order = torch.argsort(key, stable=True)  # by query, best first
-        who, val, row = who[order], val[order], row[order]
-        per = torch.bincount(who, minlength=len(q))
-        rank = torch.arange(len(who), device=who.device) - torch.repeat_interleave(torch.cumsum(per, 0) - per, per)
-        keep = (rank < k) & ~torch.isinf(val)
-        out = torch.full((len(q), k), -1, dtype=torch.long, device=who.device)
-        out[who[keep], rank[keep]] = row[keep]
-        return out.cpu().numpy()

@@ -324,15 +324,21 @@ class Processor:
                  probs[bounds[i]:min(bounds[i] + k, bounds[i + 1])]) for i, q in enumerate(nodes)]
 
     def _nearest(self, nodes: np.ndarray, c: int) -> np.ndarray:
-        """``c`` embedding neighbours per node: exact (current neighbours masked) on small graphs,
-        an IVF index on large ones (twice as many fetched; the caller drops current neighbours)."""
+        """``c`` embedding neighbours per node that are not current neighbours (-1 pads): exact
+        on small graphs, an IVF index on large ones (2c fetched, current neighbours dropped)."""
         cfg, g, h = self.config, self.graph, self.engine.embeddings
         if cfg.ann == "exact" or (cfg.ann == "auto" and g.n_rows < cfg.ann_min_nodes):
             return self.scorer.topk(h, g, nodes, c).partners
         if self._index is None:
             self._index = IVFIndex(nprobe=cfg.ann_nprobe, seed=cfg.seed)
             self._index.refresh(h, g.n_rows)
-        return self._index.search(h, nodes, 2 * c, g.n_rows)
+        near = self._index.search(h, nodes, 2 * c, g.n_rows)
+        ok = near > 0
+        ok[ok] = ~g.edge_lookup(np.broadcast_to(nodes[:, None], near.shape)[ok], near[ok])[0]
+        keep = ok & (np.cumsum(ok, axis=1) <= c)  # the best c of those left, in order
+        out = np.full((len(nodes), c), -1, np.int64)
+        out[np.nonzero(keep)[0], (np.cumsum(keep, axis=1) - 1)[keep]] = near[keep]
+        return out
 
     def _alerts(self, adds: list[EdgeEvent], score: np.ndarray, comps: dict[str, np.ndarray]) -> list[Alert]:
         if self.scored < self.config.alert_warmup:

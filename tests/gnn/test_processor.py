@@ -64,6 +64,12 @@ def test_predictions_exclude_self_and_neighbours_and_priors_exist(ann: str) -> N
         assert 0 < len(pred.partners) <= 3
         assert all(n != pred.node and n not in nbrs for n, _ in pred.partners)
         assert [x for _, x in pred.partners] == sorted((x for _, x in pred.partners), reverse=True)
+    nodes = p.graph.node_ids([x.node for x in r.predictions])
+    near = p._nearest(nodes, 4)  # both paths: at most c candidates, never the node or a current neighbour
+    assert near.shape == (len(nodes), 4) and (near > 0).any()
+    for q, row in zip(nodes, near):
+        cands = row[row > 0]
+        assert q not in cands and not p.graph.edge_lookup(np.full(len(cands), q), cands)[0].any()
 
 
 def test_online_training_and_hot_swap_change_the_version_and_keep_state() -> None:

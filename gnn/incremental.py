@@ -64,7 +64,7 @@ class Engine:
 
     def __init__(self, *, graph: DynamicGraph, features: NodeFeatures, model: GraphSAGE,
                  backend: Backend = "auto", device: str | torch.device = "cpu",
-                 full_fraction: float = 0.1, prune_eps: float | None = None) -> None:
+                 full_fraction: float = 0.3, prune_eps: float | None = None) -> None:
         self.graph = graph
         self.features = features
         self.device = torch.device(device)

@@ -11,8 +11,9 @@ or all of them), an aggregate of ``x`` over the row's in-neighbours:
 Backends:
 
 - ``dgl``: DGL's GSpMM on a graph built straight from our CSR as DGL's ``csc`` format
-  (no format conversion). Unweighted ``sum``/``mean`` use ``copy_lhs``, which runs on
-  DGL's libxsmm CPU kernel; ``wmean`` uses ``u_mul_e`` (DGL's generic CPU loop).
+  (no format conversion). Unweighted ``sum``/``mean`` use ``copy_lhs`` on DGL's libxsmm CPU
+  kernel; ``wsum``/``wmean`` use ``u_mul_e`` with the weight expanded to the feature width,
+  slice by slice, which keeps them on libxsmm too (see ``_dgl_weighted``).
 - ``torch``: ``torch.sparse_csr_tensor @ x`` with int32 indices; runs on CUDA.
 - ``auto``: DGL on CPU; torch on CUDA unless the installed DGL was built with CUDA.
 """
@@ -101,9 +102,31 @@ def _dgl_spmm(csr: CSR, x: torch.Tensor, weighted: bool) -> torch.Tensor:
                          num_src_nodes=x.shape[0], num_dst_nodes=csr.n_rows, idtype=torch.int32,
                          device=x.device)
     if weighted:
-        w = torch.from_numpy(csr.weights).to(device=x.device, dtype=x.dtype)[:, None]
-        return dgl.ops.gspmm(g, "mul", "sum", x, w)
+        return _dgl_weighted(dgl, csr, x)
     return dgl.ops.gspmm(g, "copy_lhs", "sum", x, None)
+
+
+_WEIGHT_BYTES = 1 << 26  # expanded edge weights per DGL call (64 MiB)
+
+
+def _dgl_weighted(dgl, csr: CSR, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - the dgl module
+    """Weighted sum on DGL's fast CPU path: ``u_mul_e`` runs on libxsmm only when the edge
+    feature has the node feature's shape (a ``[E, 1]`` weight broadcasts and takes the generic
+    loop, 3-4x slower), so each slice of rows gets its weights expanded to ``[arcs, d]`` —
+    sliced to bound that copy — and explicit edge ids, which the libxsmm path requires."""
+    d = x.shape[1]
+    out = x.new_empty((csr.n_rows, d))
+    step = max(1, _WEIGHT_BYTES // (4 * d))
+    cuts = np.unique(np.r_[0, np.searchsorted(csr.indptr, np.arange(step, csr.nnz, step)), csr.n_rows])
+    for r0, r1 in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        lo, hi = int(csr.indptr[r0]), int(csr.indptr[r1])
+        ip = torch.from_numpy((csr.indptr[r0:r1 + 1] - lo).astype(np.int32))
+        ix = torch.from_numpy(csr.indices[lo:hi].astype(np.int32, copy=False))
+        g = dgl.create_block(("csc", (ip, ix, torch.arange(hi - lo, dtype=torch.int32))), num_src_nodes=x.shape[0],
+                             num_dst_nodes=r1 - r0, idtype=torch.int32, device=x.device)
+        w = torch.from_numpy(csr.weights[lo:hi]).to(device=x.device, dtype=x.dtype)[:, None].expand(-1, d)
+        out[r0:r1] = dgl.ops.gspmm(g, "mul", "sum", x, w.contiguous())
+    return out
 
 
 def row_weight_sums(csr: CSR) -> np.ndarray:

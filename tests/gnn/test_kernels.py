@@ -33,7 +33,9 @@ def _dense(g: DynamicGraph) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("op", ["sum", "mean", "wmean"])
-def test_backends_match_dense_reference(seed: int, op: str) -> None:
+@pytest.mark.parametrize("slice_bytes", [1 << 26, 256])  # 256 B: DGL's weighted path in slices of 8 arcs
+def test_backends_match_dense_reference(seed: int, op: str, slice_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gnn.kernels._WEIGHT_BYTES", slice_bytes)
     g = _random_graph(seed)
     # a new node with no edges and rows queried in a shuffled subset (partial path)
     g.node_id("fresh", create=True)

@@ -51,12 +51,16 @@ def read_edges(path: str | Path, fmt: Format = "auto", *, limit: int | None = No
             df = df.iloc[:limit]
     else:
         raise DatasetError(f"unknown edge file format {fmt!r}; use snap, csv, jsonl or parquet")
-    return df.sort_values("ts", kind="stable").reset_index(drop=True)
+    ts = df["ts"].to_numpy()
+    if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():  # most files are in time order: no sort, no copy
+        df = df.sort_values("ts", kind="stable").reset_index(drop=True)
+    return df
 
 
 def bulk_load(graph: DynamicGraph, table: pd.DataFrame) -> int:
     """Insert every ``add`` row of ``table`` into ``graph`` at once; returns the edges created."""
-    adds = table[table["op"] == "add"] if "op" in table else table
+    is_add = table["op"] == "add" if "op" in table else None
+    adds = table if is_add is None or is_add.all() else table[is_add]
     both = pd.concat([adds["src"], adds["dst"]], ignore_index=True)
     codes, uniques = pd.factorize(both, sort=False)
     ids = graph.node_ids([str(u) for u in uniques], create=True)

@@ -83,21 +83,23 @@ class IVFIndex:
         qv = self._unit(h[q])
         probe = (qv @ self._cent.T).topk(min(self.nprobe, len(self._cent)), dim=1).indices.cpu().numpy()
         width = k + 1  # +1: the query itself may be among a cell's best
-        # one slot of `width` per (query, probed cell), row-major by query: flat slot = query * nprobe + j
-        val = torch.full((probe.size, width), -torch.inf, device=dev)
-        row = torch.full((probe.size, width), -1, dtype=torch.long, device=dev)
-        order = np.argsort(probe.ravel(), kind="stable")
+        order = np.argsort(probe.ravel(), kind="stable")  # (query, probed cell) slots grouped by cell
         cells, first = np.unique(probe.ravel()[order], return_index=True)
         bounds = np.r_[first, len(order)]
+        slots = torch.from_numpy(order).to(dev)
+        owner = slots // probe.shape[1]
+        starts = self._start.tolist()
+        vals, rows = [], []
         for c, lo, hi in zip(cells.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
-            a, b = int(self._start[c]), int(self._start[c + 1])
-            if a == b:
-                continue
-            slots = torch.from_numpy(order[lo:hi]).to(dev)
-            sim = qv[slots // probe.shape[1]] @ self._table[a:b].T  # one product per probed cell
-            v, i = sim.topk(min(width, b - a), dim=1)
-            val[slots, : v.shape[1]] = v
-            row[slots, : v.shape[1]] = self._rows[a:b][i]
+            a, b = starts[c], starts[c + 1]
+            v, i = (qv[owner[lo:hi]] @ self._table[a:b].T).topk(min(width, b - a), dim=1)  # one product per cell
+            pad = width - v.shape[1]  # cells smaller than `width` (or empty): -inf / -1
+            vals.append(torch.nn.functional.pad(v, (0, pad), value=-torch.inf) if pad else v)
+            rows.append(torch.nn.functional.pad(self._rows[a:b][i], (0, pad), value=-1) if pad else self._rows[a:b][i])
+        # one slot of `width` per (query, probed cell), row-major by query: flat slot = query * nprobe + j
+        val = torch.empty((probe.size, width), device=dev)
+        row = torch.empty((probe.size, width), dtype=torch.long, device=dev)
+        val[slots], row[slots] = torch.cat(vals), torch.cat(rows)
         val, row = val.view(len(q), -1), row.view(len(q), -1)
         tail = torch.arange(self._sorted, n_rows, device=dev)
         if len(tail):  # rows added since the last sort: scanned by every query

@@ -182,12 +182,13 @@ class Processor:
         h = self.engine.embeddings
         a = np.asarray(adds, np.int64)
         ts = np.array([events[i].ts for i in adds], np.float64)
-        priors, x_pos = self.link.score(src[a], dst[a], ts, h)  # prior probability, before insertion
+        neg = self._rng.integers(1, g.n_rows, len(a)) if len(a) else np.zeros(0, np.int64)
+        probs, x = self.link.score(np.r_[src[a], src[a]], np.r_[dst[a], neg], np.r_[ts, ts], h)  # one feature pass
+        priors, x_pos, x_neg = probs[: len(a)], x[: len(a)], x[len(a):]  # prior probability, before insertion
         if not self.config.directed:  # an undirected pair: both orientations (the decoder learns p(dst | src))
             priors = 0.5 * (priors + self.link.score_reversed(x_pos))
         if len(a):
-            _, x_neg = self.link.score(src[a], self._rng.integers(1, g.n_rows, len(a)), ts, h)
-            self.link.remember(x_pos, x_neg)  # online training samples
+            self.link.remember(x_pos, x_neg)  # online training samples: each edge and a random pair of its source
         anomaly = self.detector.score(src[a], dst[a], ts, priors)
         t2 = time.perf_counter()
         changes, missing = self._apply(events, src, dst)

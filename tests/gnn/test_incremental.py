@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings, strategies as st
 
 from gnn.features import NodeFeatures, hashed_vectors
@@ -22,11 +23,11 @@ step = st.one_of(
 )
 
 
-def _engine(directed: bool, aggregator: str, backend: str, full_fraction: float) -> Engine:
+def _engine(directed: bool, aggregator: str, backend: str, full_fraction: float, device: str = "cpu") -> Engine:
     g = DynamicGraph(directed=directed, min_compact=5, compact_ratio=0.3)
     feats = NodeFeatures(hashed_dim=6, supplied_dim=3)
     model = GraphSAGE(ModelConfig(in_dim=feats.dim, hidden=16, out=8, layers=2, aggregator=aggregator, seed=1))
-    return Engine(graph=g, features=feats, model=model, backend=backend, full_fraction=full_fraction)
+    return Engine(graph=g, features=feats, model=model, backend=backend, full_fraction=full_fraction, device=device)
 
 
 def _run(eng: Engine, seq: list) -> None:
@@ -68,6 +69,22 @@ def test_incremental_on_dgl_backend_equals_full() -> None:
         b = g.node_ids([f"v{i}" for i in rng.integers(0, 400, 50)], create=True)
         eng.update([g.add_edges(a, b)])
     assert (eng.embeddings - eng.reference()[: g.n_rows]).abs().max().item() <= 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("aggregator", ["mean", "wmean"])
+def test_engine_on_cuda_equals_cpu(aggregator: str) -> None:
+    engines = [_engine(False, aggregator, "torch", 0.3, device) for device in ("cpu", "cuda")]
+    for eng in engines:
+        g, rng = eng.graph, np.random.default_rng(0)
+        for _ in range(20):
+            a = g.node_ids([f"v{i}" for i in rng.integers(0, 300, 40)], create=True)
+            b = g.node_ids([f"v{i}" for i in rng.integers(0, 300, 40)], create=True)
+            eng.update([g.add_edges(a, b, rng.uniform(0.5, 2.0, 40).astype(np.float32))])
+    cpu, gpu = engines
+    assert gpu.embeddings.device.type == "cuda"
+    assert (gpu.embeddings.cpu() - cpu.embeddings).abs().max().item() <= 1e-4
+    assert (gpu.embeddings - gpu.reference()[: gpu.graph.n_rows]).abs().max().item() <= 1e-4
 
 
 def test_partial_update_touches_fewer_rows_than_the_graph() -> None:

@@ -201,10 +201,10 @@ class Engine:
 
         Gathered copies are updated in place: each pass over the rows costs a memory sweep.
         """
-        p = self.p[li].index_select(0, idx)
+        p = self.p[li].index_select(0, idx).float()  # float32 from here: mixed-precision ops are ~3x slower
         if self.op != "sum":
             d = self.den.index_select(0, idx)
-            p.mul_(torch.where(d > 0, 1.0 / d, 0.0)[:, None])  # an empty row aggregates to 0
+            p.mul_(torch.where(d > 0, 1.0 / d, 0.0).float()[:, None])  # an empty row aggregates to 0
         out = self.a[li].index_select(0, idx).add_(p)
         return out.relu_() if self.model.layers[li].activate else out
 

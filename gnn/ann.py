@@ -22,6 +22,8 @@ import torch
 
 __all__ = ["IVFIndex"]
 
+_QUERY_CHUNK = 1024  # queries per padded similarity buffer (bounds it to ~1024 x probed rows)
+
 
 class IVFIndex:
     """IVF over the rows of an embedding table (row 0 is the null node and is never returned)."""
@@ -76,43 +78,54 @@ class IVFIndex:
         """``[len(queries), k]`` candidate rows by cosine, best first; -1 pads (never the query itself)."""
         if self._cent is None:
             raise RuntimeError("IVFIndex.search before refresh()")
-        dev = self._table.device
-        q = torch.from_numpy(np.asarray(queries, np.int64)).to(dev)
-        if len(q) == 0:
+        queries = np.asarray(queries, np.int64)
+        if len(queries) == 0:
             return np.zeros((0, k), np.int64)
+        return np.concatenate([self._search(h, queries[i:i + _QUERY_CHUNK], k, n_rows)
+                               for i in range(0, len(queries), _QUERY_CHUNK)])
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _search(self, h: torch.Tensor, queries: np.ndarray, k: int, n_rows: int) -> np.ndarray:
+        """One chunk of queries: each query's similarities to every row of its probed cells are
+        written side by side into one row of a padded buffer (one product per cell), then a single
+        top-k per query picks the best — one top-k call in all instead of one per cell."""
+        dev = self._table.device
+        q = torch.from_numpy(queries).to(dev)
         qv = self._unit(h[q])
         probe = (qv @ self._cent.T).topk(min(self.nprobe, len(self._cent)), dim=1).indices.cpu().numpy()
-        width = k + 1  # +1: the query itself may be among a cell's best
+        nq, p = probe.shape
+        lens = np.diff(self._start)[probe]  # [queries, probes]: rows of each probed cell
+        col0 = np.cumsum(lens, axis=1) - lens  # where each probed cell's block starts in its query's row
+        width = max(int(lens.sum(1).max()), 1)
+        sims = torch.full((nq * width,), -torch.inf, device=dev)
         order = np.argsort(probe.ravel(), kind="stable")  # (query, probed cell) slots grouped by cell
         cells, first = np.unique(probe.ravel()[order], return_index=True)
         bounds = np.r_[first, len(order)]
-        slots = torch.from_numpy(order).to(dev)
-        owner = slots // probe.shape[1]
+        owner = torch.from_numpy(order // p).to(dev)
+        block = torch.from_numpy((order // p) * width + col0.ravel()[order]).to(dev)  # flat start of each slot
         starts = self._start.tolist()
-        vals, rows = [], []
         for c, lo, hi in zip(cells.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
             a, b = starts[c], starts[c + 1]
-            v, i = (qv[owner[lo:hi]] @ self._table[a:b].T).topk(min(width, b - a), dim=1)  # one product per cell
-            pad = width - v.shape[1]  # cells smaller than `width` (or empty): -inf / -1
-            vals.append(torch.nn.functional.pad(v, (0, pad), value=-torch.inf) if pad else v)
-            rows.append(torch.nn.functional.pad(self._rows[a:b][i], (0, pad), value=-1) if pad else self._rows[a:b][i])
-        # one slot of `width` per (query, probed cell), row-major by query: flat slot = query * nprobe + j
-        val = torch.empty((probe.size, width), device=dev)
-        row = torch.empty((probe.size, width), dtype=torch.long, device=dev)
-        val[slots], row[slots] = torch.cat(vals), torch.cat(rows)
-        val, row = val.view(len(q), -1), row.view(len(q), -1)
+            if a < b:  # one product per probed cell, written into its slots
+                sims[(block[lo:hi, None] + torch.arange(b - a, device=dev)).view(-1)] = \
+                    (qv[owner[lo:hi]] @ self._table[a:b].T).view(-1)
+        val, col = sims.view(nq, width).topk(min(k + 1, width), dim=1)  # +1: the query itself may be here
+        c_np = col.cpu().numpy()
+        j = (col0[:, None, :] <= c_np[:, :, None]).sum(-1) - 1  # which probed cell each column falls in
+        at = np.take_along_axis(probe, j, 1)
+        pos = self._start[at] + c_np - np.take_along_axis(col0, j, 1)
+        row = torch.where(torch.isinf(val), -1, self._rows[torch.from_numpy(pos).to(dev).clamp_(max=len(self._rows) - 1)])
         tail = torch.arange(self._sorted, n_rows, device=dev)
         if len(tail):  # rows added since the last sort: scanned by every query
-            v, i = (qv @ self._unit(h[tail]).T).topk(min(width, len(tail)), dim=1)
+            v, i = (qv @ self._unit(h[tail]).T).topk(min(k + 1, len(tail)), dim=1)
             val, row = torch.cat([val, v], 1), torch.cat([row, tail[i]], 1)
         val = torch.where(row == q[:, None], -torch.inf, val.nan_to_num(-1.0))
-        best, at = val.topk(min(k, val.shape[1]), dim=1)  # per query, the best k of its cells' best
-        out = torch.where(torch.isinf(best), -1, row.gather(1, at)).cpu().numpy()
+        best, at_ = val.topk(min(k, val.shape[1]), dim=1)
+        out = torch.where(torch.isinf(best), -1, row.gather(1, at_)).cpu().numpy()
         if out.shape[1] < k:
-            out = np.concatenate([out, np.full((len(q), k - out.shape[1]), -1, np.int64)], 1)
+            out = np.concatenate([out, np.full((nq, k - out.shape[1]), -1, np.int64)], 1)
         return out
 
-    # ---- helpers ------------------------------------------------------------------------------
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.normalize(x.float() - self._mean, dim=1)
 

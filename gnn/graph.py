@@ -327,6 +327,9 @@ def distinct(ids: np.ndarray, n: int) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
+_DICT_LOOKUPS = 256  # up to this many base misses per lookup, ask the delta's dict one by one
+
+
 def _pair_keys(src: np.ndarray, dst: np.ndarray, directed: bool) -> np.ndarray:
     if directed:
         return (src << _COL_BITS) | dst
@@ -342,6 +345,9 @@ def _edge_count(rows: np.ndarray, cols: np.ndarray) -> int:
 
 class _Adjacency:
     """Row-sorted CSR base + unsorted delta arcs for one direction."""
+
+    _d_version = 0  # bumped whenever the set of live delta keys changes (class default: old pickles)
+    _d_index: tuple[int, np.ndarray, np.ndarray] | None = None  # (version, sorted live delta keys, positions)
 
     def __init__(self, *, compact_ratio: float, min_compact: int, paired: bool) -> None:
         self.paired = paired  # undirected: every non-loop arc has a reverse twin
@@ -417,14 +423,31 @@ class _Adjacency:
         hit[hit] = self.alive[pos[hit]]
         weight = np.zeros(len(rows), np.float64)
         weight[hit] = self.w[pos[hit]]
-        if self.d_key:
+        miss = np.flatnonzero(~hit) if self.d_key else np.zeros(0, np.int64)
+        if len(miss) > _DICT_LOOKUPS:  # many queries (candidate pairs): one search of the sorted delta keys
+            keys = (rows[miss] << _COL_BITS) | cols[miss]
+            dk, dpos = self._delta_index()
+            at = np.minimum(np.searchsorted(dk, keys), len(dk) - 1)
+            found = dk[at] == keys
+            hit[miss[found]] = True
+            weight[miss[found]] = self.d_w.a[dpos[at[found]]]
+        elif len(miss):
             get = self.d_key.get
-            for j, k in zip(np.flatnonzero(~hit).tolist(), ((rows[~hit] << _COL_BITS) | cols[~hit]).tolist()):
+            for j, k in zip(miss.tolist(), ((rows[miss] << _COL_BITS) | cols[miss]).tolist()):
                 p = get(k)
                 if p is not None:
                     hit[j] = True
                     weight[j] = self.d_w.a[p]
         return hit, weight
+
+    def _delta_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted keys of the live delta arcs and their positions, rebuilt only after the key set changed."""
+        if self._d_index is None or self._d_index[0] != self._d_version:
+            alive = np.flatnonzero(self.d_alive.view())
+            keys = (self.d_row.view()[alive] << _COL_BITS) | self.d_col.view()[alive]
+            order = np.argsort(keys)
+            self._d_index = (self._d_version, keys[order], alive[order])
+        return self._d_index[1], self._d_index[2]
 
     # -- updates
     def add(self, rows: np.ndarray, cols: np.ndarray, w: np.ndarray, n_rows: int) -> tuple[int, int, ArcDelta]:
@@ -465,6 +488,7 @@ class _Adjacency:
             else:
                 self.d_w.a[p] += ww
         created[new_at] = True
+        self._d_version += bool(new_at)
         self.d_row.extend(ur[new_at].tolist())
         self.d_col.extend(uc[new_at].tolist())
         self.d_w.extend(uw[new_at].tolist())
@@ -487,6 +511,7 @@ class _Adjacency:
         for j, k in zip(np.flatnonzero(~hit).tolist(), keys[~hit].tolist()):
             p = self.d_key.pop(k, None)
             if p is not None:
+                self._d_version += 1
                 old_w[j] = self.d_w.a[p]
                 self.d_alive.a[p] = False
                 self.d_w.a[p] = 0.0
@@ -563,6 +588,7 @@ class _Adjacency:
         dk, dw = _sum_by_key((self.d_row.view()[da] << _COL_BITS) | self.d_col.view()[da], self.d_w.view()[da])
         self._merge(n_rows, dk, dw)
         self.d_key.clear()
+        self._d_version += 1
         for g in (self.d_row, self.d_col, self.d_w, self.d_alive):
             g.clear()
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import gnn.graph as graph_module
 from gnn.errors import GraphError
 from gnn.graph import DynamicGraph, normalise_key
 
@@ -71,6 +72,19 @@ def test_graph_matches_reference(seq: list, directed: bool, batch: int) -> None:
     for u in range(1, g.n_rows):
         dst, _ = g.out_neighbors(u)
         assert sorted(int(g.key(x)) for x in dst) == sorted(b for (a, b) in ref if a == int(g.key(u)))
+    # edge_lookup of every pair, through the delta's dict and through its sorted-key search
+    ids = np.arange(1, g.n_rows)
+    u, v = np.repeat(ids, len(ids)), np.tile(ids, len(ids))
+    want = np.array([(int(g.key(a)), int(g.key(b))) in ref for a, b in zip(u, v)])
+    weights = np.array([ref.get((int(g.key(a)), int(g.key(b))), 0.0) for a, b in zip(u, v)])
+    for threshold in (10**9, 0):
+        saved, graph_module._DICT_LOOKUPS = graph_module._DICT_LOOKUPS, threshold
+        try:
+            exists, w = g.edge_lookup(u, v)
+        finally:
+            graph_module._DICT_LOOKUPS = saved
+        assert (exists == want).all()
+        assert np.allclose(w, weights, atol=1e-4)
     # full CSR equals the partial one
     full = g.in_csr()
     assert full.nnz == len(ref)
@@ -107,3 +121,20 @@ def test_rows_with_repeats_include_delta_arcs() -> None:
     csr = g.in_rows(np.array([1, 3, 1, 1], np.int64))
     got = [sorted(csr.indices[csr.indptr[i]:csr.indptr[i + 1]].tolist()) for i in range(4)]
     assert got == [[2, 3], [1], [2, 3], [2, 3]]
+
+
+def test_sorted_delta_lookup_follows_adds_removes_and_compaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(graph_module, "_DICT_LOOKUPS", 0)  # always the sorted-key search
+    g = DynamicGraph(directed=True, min_compact=10_000)  # arcs stay in the delta until in_csr()
+    ids = g.node_ids([f"n{i}" for i in range(40)], create=True)
+    u, v = np.repeat(ids, len(ids)), np.tile(ids, len(ids))
+    g.add_edges(ids[:10], ids[10:20])
+    assert g.edge_lookup(u, v)[0].sum() == 10  # builds the index
+    g.add_edges(ids[20:30], ids[30:40], np.full(10, 2.0, np.float32))  # new delta keys
+    exists, w = g.edge_lookup(ids[20:30], ids[30:40])
+    assert exists.all() and (w == 2.0).all()
+    g.remove_edges(ids[:5], ids[10:15])  # delta keys leave
+    assert not g.edge_lookup(ids[:5], ids[10:15])[0].any() and g.edge_lookup(u, v)[0].sum() == 15
+    g.in_csr()  # compaction: everything moves to the base
+    g.add_edges(ids[:5], ids[10:15])
+    assert g.edge_lookup(u, v)[0].sum() == 20

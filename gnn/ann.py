@@ -114,7 +114,8 @@ class IVFIndex:
         j = (col0[:, None, :] <= c_np[:, :, None]).sum(-1) - 1  # which probed cell each column falls in
         at = np.take_along_axis(probe, j, 1)
         pos = self._start[at] + c_np - np.take_along_axis(col0, j, 1)
-        row = torch.where(torch.isinf(val), -1, self._rows[torch.from_numpy(pos).to(dev).clamp_(max=len(self._rows) - 1)])
+        pos_t = torch.from_numpy(pos).to(dev).clamp_(max=len(self._rows) - 1)  # -inf columns may point past a cell
+        row = torch.where(torch.isinf(val), -1, self._rows[pos_t])
         tail = torch.arange(self._sorted, n_rows, device=dev)
         if len(tail):  # rows added since the last sort: scanned by every query
             v, i = (qv @ self._unit(h[tail]).T).topk(min(k + 1, len(tail)), dim=1)

@@ -115,7 +115,8 @@ def bench_engine(*, nodes: int, edges: int, batch: int, batches: int = 10, degre
             arcs.append(st.arcs_per_layer)
         err = float((eng.embeddings - eng.reference()[: gm.n_rows]).abs().max())
         per = float(np.median(times))
-        results[mode] = {"incremental_s_per_batch": round(per, 4), "incremental_s_mean": round(float(np.mean(times)), 4),
+        results[mode] = {"incremental_s_per_batch": round(per, 4),
+                         "incremental_s_mean": round(float(np.mean(times)), 4),
                          "speedup": round(full_s / per, 2), "edge_updates_per_s": round(batch / per),
                          "max_abs_err_vs_full": err,
                          "rows_per_layer_mean": np.mean(rows, axis=0).round().astype(int).tolist(),

@@ -456,23 +456,29 @@ class _Adjacency:
         uk, uw = _sum_by_key((rows << _COL_BITS) | cols, w)
         ur, uc = uk >> _COL_BITS, uk & _COL_MASK
         if len(uk) > self._bulk_threshold():
-            created = self._add_bulk(uk, uw, n_rows)
+            created, dw = self._add_bulk(uk, uw, n_rows)
         else:
-            created = self._add_small(uk, ur, uc, uw)
+            created, dw = self._add_small(uk, ur, uc, uw)
             np.add.at(self.deg, ur[created], 1)
             self._maybe_compact(n_rows)
-        arcs = ArcDelta(rows=ur, cols=uc, count=created.astype(np.int64), weight=uw.astype(np.float64))
+        arcs = ArcDelta(rows=ur, cols=uc, count=created.astype(np.int64), weight=dw)
         return self._edges_of(ur[created], uc[created]), self._edges_of(ur[~created], uc[~created]), arcs
 
-    def _add_small(self, uk: np.ndarray, ur: np.ndarray, uc: np.ndarray, uw: np.ndarray) -> np.ndarray:
-        """Per-arc path for ordinary batches; returns which arcs were created (vs. reweighted)."""
+    def _add_small(self, uk: np.ndarray, ur: np.ndarray, uc: np.ndarray,
+                   uw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-arc path for ordinary batches: (which arcs were created vs. reweighted, the change
+        of each stored float32 weight as float64 — exact, so a consumer's running sums of the
+        changes telescope to the stored weight and cancel to exactly 0 when an arc goes)."""
         created = np.zeros(len(uk), np.bool_)
+        dw = uw.astype(np.float64)  # a new arc stores uw itself
         pos = self._base_find(ur, uc)
         in_base = pos >= 0
         bpos = pos[in_base]
         revived = ~self.alive[bpos]
         # base arcs: revive dead ones with the new weight, add to live ones
-        self.w[bpos] = np.where(revived, 0.0, self.w[bpos]) + uw[in_base]
+        old = np.where(revived, 0.0, self.w[bpos]).astype(np.float32)
+        self.w[bpos] = old + uw[in_base]
+        dw[in_base] = self.w[bpos].astype(np.float64) - old
         self.alive[bpos] = True
         self.dead -= int(revived.sum())
         created[np.flatnonzero(in_base)[revived]] = True
@@ -486,14 +492,16 @@ class _Adjacency:
                 self.d_key[k] = start + len(new_at)
                 new_at.append(j)
             else:
+                before = float(self.d_w.a[p])
                 self.d_w.a[p] += ww
+                dw[j] = float(self.d_w.a[p]) - before
         created[new_at] = True
         self._d_version += bool(new_at)
         self.d_row.extend(ur[new_at].tolist())
         self.d_col.extend(uc[new_at].tolist())
         self.d_w.extend(uw[new_at].tolist())
         self.d_alive.extend([True] * len(new_at))
-        return created
+        return created, dw
 
     def remove(self, rows: np.ndarray, cols: np.ndarray) -> tuple[int, ArcDelta]:
         """Delete arcs: (how many edges existed, arcs touched)."""
@@ -595,20 +603,24 @@ class _Adjacency:
     def _bulk_threshold(self) -> int:
         return max(self.min_compact, int(self.compact_ratio * len(self.idx)))
 
-    def _add_bulk(self, uk: np.ndarray, uw: np.ndarray, n_rows: int) -> np.ndarray:
-        """Large batches (bulk loads): fold the delta, then one sorted merge into the base."""
+    def _add_bulk(self, uk: np.ndarray, uw: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Large batches (bulk loads): fold the delta, then one sorted merge into the base.
+        Returns what :meth:`_add_small` returns."""
         self.compact(n_rows)  # now every arc lives in the base, all alive
         bk = self._base_keys()
+        dw = uw.astype(np.float64)
         if len(bk):
             at = np.minimum(np.searchsorted(bk, uk), len(bk) - 1)
             exists = bk[at] == uk
+            old = self.w[at[exists]].copy()
             self.w[at[exists]] += uw[exists]
+            dw[exists] = self.w[at[exists]].astype(np.float64) - old
         else:
             exists = np.zeros(len(uk), np.bool_)
         new_k = uk[~exists]
         self._merge(n_rows, new_k, uw[~exists])
         self.deg[:n_rows] += np.bincount(new_k >> _COL_BITS, minlength=n_rows).astype(np.int32)
-        return ~exists
+        return ~exists, dw
 
     def _base_keys(self) -> np.ndarray:
         rows = np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr))

@@ -110,12 +110,7 @@ class IVFIndex:
                 sims[(block[lo:hi, None] + torch.arange(b - a, device=dev)).view(-1)] = \
                     (qv[owner[lo:hi]] @ self._table[a:b].T).view(-1)
         val, col = sims.view(nq, width).topk(min(k + 1, width), dim=1)  # +1: the query itself may be here
-        c_np = col.cpu().numpy()
-        j = (col0[:, None, :] <= c_np[:, :, None]).sum(-1) - 1  # which probed cell each column falls in
-        at = np.take_along_axis(probe, j, 1)
-        pos = self._start[at] + c_np - np.take_along_axis(col0, j, 1)
-        pos_t = torch.from_numpy(pos).to(dev).clamp_(max=len(self._rows) - 1)  # -inf columns may point past a cell
-        row = torch.where(torch.isinf(val), -1, self._rows[pos_t])
+        row = torch.where(torch.isinf(val), -1, self._rows_at(probe, col0, col))
         tail = torch.arange(self._sorted, n_rows, device=dev)
         if len(tail):  # rows added since the last sort: scanned by every query
             v, i = (qv @ self._unit(h[tail]).T).topk(min(k + 1, len(tail)), dim=1)
@@ -126,6 +121,15 @@ class IVFIndex:
         if out.shape[1] < k:
             out = np.concatenate([out, np.full((nq, k - out.shape[1]), -1, np.int64)], 1)
         return out
+
+    def _rows_at(self, probe: np.ndarray, col0: np.ndarray, col: torch.Tensor) -> torch.Tensor:
+        """Graph rows behind columns of the padded buffer: the probed cell a column falls in, then
+        the row at that offset in the cell (columns past a query's cells are clamped; their -inf
+        similarity marks them)."""
+        c = col.cpu().numpy()
+        j = (col0[:, None, :] <= c[:, :, None]).sum(-1) - 1
+        pos = self._start[np.take_along_axis(probe, j, 1)] + c - np.take_along_axis(col0, j, 1)
+        return self._rows[torch.from_numpy(pos).to(col.device).clamp_(max=len(self._rows) - 1)]
 
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.normalize(x.float() - self._mean, dim=1)

@@ -309,14 +309,14 @@ class Processor:
         fan, second = self.config.hop_fanout, max(1, c // max(1, self.config.hop_fanout))
         f_own, f_node = _first_per_row(g.in_rows(nodes, cap=fan), fan)  # a hub's whole list is not read
         s_row, s_node = _first_per_row(g.in_rows(f_node, cap=second), second)
-        own.append(f_own[s_row])
-        cand.append(s_node)
+        hop_own = f_own[s_row]
+        fresh = ~g.edge_lookup(nodes[hop_own], s_node)[0]  # _nearest already left current neighbours out
+        own.append(hop_own[fresh])
+        cand.append(s_node[fresh])
         keys = np.unique((np.concatenate(own) << 32) | np.concatenate(cand).astype(np.int64))
         own_all, c_all = keys >> 32, keys & 0xFFFFFFFF
         keep = (c_all > 0) & (c_all != nodes[own_all])
         own_all, c_all = own_all[keep], c_all[keep]
-        exists, _ = g.edge_lookup(nodes[own_all], c_all)
-        own_all, c_all = own_all[~exists], c_all[~exists]
         probs, _ = self.link.score(nodes[own_all], c_all, np.full(len(own_all), now), h)
         order = np.lexsort((-probs, own_all))  # by node, best first
         own_all, c_all, probs = own_all[order], c_all[order], probs[order]

@@ -95,14 +95,14 @@ def _dgl_spmm(csr: CSR, x: torch.Tensor, weighted: bool) -> torch.Tensor:
     dgl = _dgl()
     if dgl is None:
         raise KernelError("dgl is not importable; use backend 'torch'")
+    if weighted:
+        return _dgl_weighted(dgl, csr, x)
     ip = torch.from_numpy(csr.indptr.astype(np.int32, copy=False))
     ix = torch.from_numpy(csr.indices.astype(np.int32, copy=False))
     # our rows are destinations, columns are sources: exactly DGL's CSC of a src->dst block
     g = dgl.create_block(("csc", (ip, ix, torch.zeros(0, dtype=torch.int32))),
                          num_src_nodes=x.shape[0], num_dst_nodes=csr.n_rows, idtype=torch.int32,
                          device=x.device)
-    if weighted:
-        return _dgl_weighted(dgl, csr, x)
     return dgl.ops.gspmm(g, "copy_lhs", "sum", x, None)
 
 

@@ -82,7 +82,8 @@ def bench_engine(*, nodes: int, edges: int, batch: int, batches: int = 10, degre
     x = torch.randn(g.n_rows, 64, device=device)
     kernels = {}
     for backend in (["dgl"] if dgl_available() and device == "cpu" else []) + ["torch"]:
-        kernels[backend] = {op: round(_best(lambda: aggregate(csr, x, op, backend), 3), 4) for op in ("mean", "wmean")}
+        kernels[backend] = {op: round(_best(lambda: aggregate(csr, x, op, backend), 3, device), 4)
+                           for op in ("mean", "wmean")}
     out["kernel_s"] = kernels
     if "dgl" in kernels:
         out["dgl_over_torch"] = {op: round(kernels["dgl"][op] / kernels["torch"][op], 3) for op in ("mean", "wmean")}
@@ -98,9 +99,9 @@ def bench_engine(*, nodes: int, edges: int, batch: int, batches: int = 10, degre
             auto = eng.backend
             for backend in kernels:
                 eng.backend = backend
-                out.setdefault("full_recompute_s", {})[backend] = round(_best(eng.reference, 3), 4)
+                out.setdefault("full_recompute_s", {})[backend] = round(_best(eng.reference, 3, device), 4)
             eng.backend = auto
-            out["cache_rebuild_s"] = round(_best(eng.full_refresh, 1), 4)
+            out["cache_rebuild_s"] = round(_best(eng.full_refresh, 1, device), 4)
         full_s = out["full_recompute_s"][eng.backend]
         say(f"{mode}: {batches} incremental batches")
         times, rows, arcs = [], [], []
@@ -127,12 +128,15 @@ def bench_engine(*, nodes: int, edges: int, batch: int, batches: int = 10, degre
     return out
 
 
-def _best(fn: Callable[[], Any], repeat: int) -> float:
-    fn()  # warm-up (allocations, DGL format creation)
+def _best(fn: Callable[[], Any], repeat: int, device: str) -> float:
+    """Best wall time of ``repeat`` calls after a warm-up; waits for CUDA kernels to finish."""
+    fn()  # warm-up (allocations, DGL format creation, CUDA context and kernels)
+    _sync(device)
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
+        _sync(device)
         best = min(best, time.perf_counter() - t)
     return best
 

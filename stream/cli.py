@@ -257,6 +257,21 @@ def bench_ann(nodes: int = typer.Option(100_000, help="nodes of the power-law gr
                nprobes=tuple(int(x) for x in nprobe.split(",")), batches=batches, batch=batch)
 
 
+@bench_app.command("processor")
+def bench_processor(nodes: int = typer.Option(100_000, help="nodes of the pre-loaded power-law graph"),
+                    edges: int = typer.Option(1_000_000, help="edges of the pre-loaded power-law graph"),
+                    batch: int = typer.Option(1000, help="add events per micro-batch"),
+                    batches: int = typer.Option(10, help="batches to time (after 2 warm-up batches)"),
+                    top_k: int = typer.Option(10, help="predictions per touched node (0: scoring only)"),
+                    device: str = typer.Option("cpu", help="cpu | cuda"),
+                    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
+    """The core's batch path in process (no Kafka): events/s and microseconds per event by stage."""
+    from gnn.processor_bench import bench_processor as run_bench  # noqa: PLC0415
+
+    _run_bench(run_bench, json_path, nodes=nodes, edges=edges, batch=batch, batches=batches, top_k=top_k,
+               device=device)
+
+
 def _run_bench(run: Callable[..., dict], json_path: Optional[Path], **kwargs: Any) -> None:
     """Run a benchmark under a spinner that shows its stage; print (and write) its JSON."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415

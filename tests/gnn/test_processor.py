@@ -119,3 +119,26 @@ def test_ivf_index_is_maintained_and_left_out_of_snapshots() -> None:
     assert q._index is None  # rebuilt on demand: a snapshot does not carry (or depend on) it
     a, b = p.process(batches[2], now=2.0), q.process(batches[2], now=2.0)
     assert [x.node for x in a.predictions] == [x.node for x in b.predictions] and q._index is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("ann", ["exact", "ivf"])
+def test_processor_on_cuda_equals_cpu(ann: str) -> None:
+    """``--device cuda``: the whole batch path (engine, priors, anomaly scores, top-k, IVF) on the
+    GPU gives the CPU's results; predictions compare by their ranked probabilities (near-ties may
+    swap partners)."""
+    cfg = dataclasses.replace(CFG, hidden=16, out=16, top_k=5, ann=ann)
+    cpu, gpu = Processor(cfg), Processor(dataclasses.replace(cfg, device="cuda"))
+    rng = np.random.default_rng(3)
+    for b in range(4):
+        evs = [EdgeEvent(f"n{a}", f"n{c}", float(b * 300 + i)) for i, (a, c) in enumerate(rng.integers(0, 400, (300, 2)))]
+        evs += [EdgeEvent(e.src, e.dst, e.ts + 0.5, op="remove") for e in evs[:20]]
+        r_cpu, r_gpu = cpu.process(evs, now=float(b)), gpu.process(evs, now=float(b))
+        assert np.allclose(r_cpu.priors, r_gpu.priors, atol=1e-4)
+        assert np.allclose(r_cpu.anomaly.score, r_gpu.anomaly.score, atol=1e-3)
+        assert [p.node for p in r_cpu.predictions] == [p.node for p in r_gpu.predictions]
+        for a, g in zip(r_cpu.predictions, r_gpu.predictions):
+            assert np.allclose([x for _, x in a.partners], [x for _, x in g.partners], atol=1e-3)
+    assert gpu.engine.embeddings.device.type == "cuda"
+    assert (gpu.engine.embeddings.cpu() - cpu.engine.embeddings).abs().max() <= 1e-4

@@ -234,14 +234,16 @@ class DynamicGraph:
         """Stored in-adjacency arcs (an undirected non-loop edge is two arcs)."""
         return int(self._in.deg[: self.n_rows].sum())
 
-    def out_rows(self, nodes: np.ndarray) -> CSR:
-        """Out-neighbour CSR of the given nodes (row i = out-arcs of ``nodes[i]``, with weights)."""
-        return self._out.rows(np.asarray(nodes, np.int64), self.n_rows)
-
     def out_neighbors_rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position in ``nodes``, out-neighbour id) pairs for a batch of nodes."""
         csr = self._out.rows(np.asarray(nodes, np.int64), self.n_rows)
         return np.repeat(np.arange(len(nodes), dtype=np.int64), np.diff(csr.indptr)), csr.indices
+
+    def out_arcs(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position in ``nodes``, out-neighbour, weight) of every out-arc of distinct ``nodes``,
+        in no particular order: the engine's scatter needs no CSR, so no sort by row."""
+        local, cols, ws, _ = self._out.arcs(np.asarray(nodes, np.int64), self.n_rows)
+        return local, cols, ws
 
     def in_csr(self) -> CSR:
         """Full in-neighbour CSR over all rows (compacts first; O(E))."""
@@ -547,7 +549,12 @@ class _Adjacency:
             return CSR(indptr=indptr, indices=u.indices[pos], weights=u.weights[pos], rows=rows, n_cols=n_rows)
         return self._rows_unique(rows, n_rows, cap)
 
-    def _rows_unique(self, rows: np.ndarray, n_rows: int, cap: int | None = None) -> CSR:
+    def arcs(self, rows: np.ndarray, n_rows: int, cap: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Every live arc of the distinct ``rows`` as (position in ``rows``, column, weight),
+        unordered across rows: the base arcs, grouped by row in ``rows`` order, then the delta
+        arcs. Also returns how many come from the base. With ``cap``, only the first ``cap``
+        base arcs of each row are read."""
         n_base = len(self.indptr) - 1
         inb = rows < n_base
         starts = np.zeros(len(rows), np.int64)
@@ -556,26 +563,33 @@ class _Adjacency:
         lens[inb] = self.indptr[rows[inb] + 1] - starts[inb]
         if cap is not None:
             np.minimum(lens, cap, out=lens)
+        ends = np.cumsum(lens)
         local = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
-        offs = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-        pos = np.repeat(starts, lens) + offs
+        pos = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+        pos += (starts - (ends - lens))[local]  # arc j of row i sits at starts[i] + j
         keep = self.alive[pos]
-        local, pos = local[keep], pos[keep]
+        if not keep.all():
+            local, pos = local[keep], pos[keep]
         cols = self.idx[pos].astype(np.int64)
         ws = self.w[pos]
+        n_from_base = len(local)
         if len(self.d_key) and len(rows):
             d_rows = self.d_row.view()
             order = np.argsort(rows, kind="stable")
             srt = rows[order]
-            at = np.searchsorted(srt, d_rows)
-            at_c = np.minimum(at, len(srt) - 1)
-            m = (srt[at_c] == d_rows) & self.d_alive.view()
+            at = np.minimum(np.searchsorted(srt, d_rows), len(srt) - 1)
+            m = (srt[at] == d_rows) & self.d_alive.view()
             if m.any():
-                local = np.concatenate([local, order[at_c[m]]])
+                local = np.concatenate([local, order[at[m]]])
                 cols = np.concatenate([cols, self.d_col.view()[m]])
                 ws = np.concatenate([ws, self.d_w.view()[m]])
-                srt_idx = np.argsort(local, kind="stable")
-                local, cols, ws = local[srt_idx], cols[srt_idx], ws[srt_idx]
+        return local, cols, ws, n_from_base
+
+    def _rows_unique(self, rows: np.ndarray, n_rows: int, cap: int | None = None) -> CSR:
+        local, cols, ws, n_base = self.arcs(rows, n_rows, cap)
+        if len(local) > n_base:  # delta arcs go after their row's base arcs
+            srt_idx = np.argsort(local, kind="stable")
+            local, cols, ws = local[srt_idx], cols[srt_idx], ws[srt_idx]
         indptr = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(np.bincount(local, minlength=len(rows)), out=indptr[1:])
         return CSR(indptr=indptr, indices=cols, weights=ws.astype(np.float32, copy=False), rows=rows,

@@ -177,7 +177,7 @@ class Engine:
         if fanout > self.full_fraction * max(self.graph.num_arcs, 1):
             p[:n] = self._full_sums(li, self.graph.in_csr(), h)[:n]
             return np.arange(1, n, dtype=np.int64), fanout, True
-        pos, targets, weight = self._out_arcs(rows)
+        pos, targets, weight = self.graph.out_arcs(rows)
         hit = _union([targets], n)
         if len(hit):  # 2. values, to out-neighbours: summed per batch in a compact buffer, then added once
             slot = np.empty(n, np.int64)
@@ -189,7 +189,7 @@ class Engine:
                 part = slice(lo, lo + _SCATTER_CHUNK)
                 upd = dz[_t(pos[part], dev)]
                 if self.op == "wmean":
-                    upd *= _t(weight[part].astype(np.float32), dev)[:, None]
+                    upd *= _t(weight[part], dev)[:, None]  # stored float32
                 buf.index_add_(0, _t(at[part], dev), upd)
             p.index_add_(0, _t(hit, dev), buf.double())
         nxt = _union([rows, hit, struct], n)
@@ -229,15 +229,6 @@ class Engine:
                                for c in changes])
         keep = coef != 0
         return r[keep], c_[keep], coef[keep]
-
-    def _out_arcs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(position in ``rows``, out-neighbour, arc weight) for every out-arc of ``rows``."""
-        if len(rows) == 0:
-            z = np.zeros(0, np.int64)
-            return z, z, np.zeros(0, np.float64)
-        csr = self.graph.out_rows(rows)
-        pos = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(csr.indptr))
-        return pos, csr.indices.astype(np.int64, copy=False), csr.weights.astype(np.float64)
 
     def _grow(self, n_rows: int) -> None:
         have = self.h[0].shape[0]

@@ -33,7 +33,7 @@ from gnn.graph import CSR
 # torch 2.2 warns on every CSR construction that the API is "beta"; we pin the version and test it.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-__all__ = ["aggregate", "resolve_backend", "row_weight_sums", "Backend", "Op", "dgl_available"]
+__all__ = ["aggregate", "resolve_backend", "row_weight_sums", "torch_csr", "Backend", "Op", "dgl_available"]
 
 Backend = Literal["auto", "dgl", "torch"]
 Op = Literal["sum", "wsum", "mean", "wmean"]
@@ -83,12 +83,21 @@ def dgl_available() -> bool:
 
 # ---- backends -------------------------------------------------------------------------------
 def _torch_spmm(csr: CSR, x: torch.Tensor, weighted: bool) -> torch.Tensor:
-    dev = x.device
-    vals = torch.from_numpy(csr.weights) if weighted else torch.ones(csr.nnz, dtype=x.dtype)
-    a = torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int32, copy=False)).to(dev),
-                                torch.from_numpy(csr.indices.astype(np.int32, copy=False)).to(dev),
-                                vals.to(device=dev, dtype=x.dtype), size=(csr.n_rows, x.shape[0]))
-    return a @ x
+    return torch_csr(csr, x.shape[0], x.device, x.dtype, weighted) @ x
+
+
+def torch_csr(csr: CSR, n_cols: int, device: torch.device | str, dtype: torch.dtype = torch.float32,
+              weighted: bool = False) -> torch.Tensor:
+    """``csr`` as a torch sparse CSR tensor on ``device`` (int32 indices; ``n_cols`` columns).
+
+    This copy is most of a CUDA SpMM's cost when the graph lives on the host (the benchmark
+    reports both), so callers that aggregate over one graph repeatedly may keep it."""
+    dev = torch.device(device)
+    vals = (torch.from_numpy(csr.weights).to(device=dev, dtype=dtype) if weighted
+            else torch.ones(csr.nnz, dtype=dtype, device=dev))
+    return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int32, copy=False)).to(dev),
+                                   torch.from_numpy(csr.indices.astype(np.int32, copy=False)).to(dev),
+                                   vals, size=(csr.n_rows, n_cols))
 
 
 def _dgl_spmm(csr: CSR, x: torch.Tensor, weighted: bool) -> torch.Tensor:

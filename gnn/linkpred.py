@@ -81,7 +81,7 @@ class PairFeatures:
         t_last = np.array([last.get(k, np.nan) for k in _key(a, b).tolist()], np.float64)
         age = np.maximum(t - np.nan_to_num(t_last, nan=-np.inf), 0.0)  # never seen: infinitely old
         rec = np.exp(-age / self.tau)
-        cn, aa = _common_neighbours(g, a, b, deg)
+        cn, aa = _common_neighbours(g, a, b, deg, emb.device)
         f = out[known]
         f[:, 0], f[:, 1], f[:, 2] = seen, np.log1p(np.abs(w)), rec
         f[:, 3], f[:, 4], f[:, 5], f[:, 6] = np.log1p(deg[a]), np.log1p(deg[b]), np.log1p(cn), aa
@@ -107,31 +107,33 @@ class PairFeatures:
 _CN_BUDGET = 4_000_000  # neighbour entries gathered per slice in ``_common_neighbours``
 
 
-def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.ndarray,
+                       device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Per pair: |N(a) ∩ N(b)| and the Adamic-Adar sum over the common neighbours.
 
     Each pair's smaller neighbour list is looked up in its larger one; the larger lists are
     indexed once per distinct node. Serving scores many candidates against one touched node
-    (often a hub), so the cost is the sum of the *smaller* degrees, not of both.
+    (often a hub), so the cost is the sum of the *smaller* degrees, not of both. The sort and
+    the lookups (millions of random reads, the cost on a CPU) run on ``device``.
     """
     m = len(a)
     cost = np.cumsum(np.minimum(deg[a], deg[b]))
     if m > 1 and cost[-1] > _CN_BUDGET:  # hub-hub pairs gather long lists: bound the memory per slice
         cut = np.unique(np.searchsorted(cost, np.arange(_CN_BUDGET, cost[-1], _CN_BUDGET)).clip(1, m - 1))
-        parts = [_common_neighbours(g, x, y, deg) for x, y in zip(np.split(a, cut), np.split(b, cut))]
+        parts = [_common_neighbours(g, x, y, deg, device) for x, y in zip(np.split(a, cut), np.split(b, cut))]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     swap = deg[a] > deg[b]
     small, big = np.where(swap, b, a), np.where(swap, a, b)
     ubig, big_idx = np.unique(big, return_inverse=True)
     cb = g.in_rows(ubig)
-    index = torch.sort(torch.from_numpy((np.repeat(np.arange(len(ubig), dtype=np.int64), np.diff(cb.indptr)) << 32)
-                                        | cb.indices.astype(np.int64))).values  # torch: ~3x NumPy's sort here
+    keys = (np.repeat(np.arange(len(ubig), dtype=np.int64), np.diff(cb.indptr)) << 32) | cb.indices.astype(np.int64)
+    index = torch.sort(torch.from_numpy(keys).to(device)).values  # torch on a CPU: ~3x NumPy's sort here
     cs = g.in_rows(small)
     pair = np.repeat(np.arange(m, dtype=np.int64), np.diff(cs.indptr))
     nbr = cs.indices.astype(np.int64)
-    query = torch.from_numpy((big_idx.astype(np.int64)[pair] << 32) | nbr)
+    query = torch.from_numpy((big_idx.astype(np.int64)[pair] << 32) | nbr).to(device)
     if len(index):  # torch's searchsorted: ~2.5x NumPy's on millions of unsorted queries
-        hit = (index[torch.searchsorted(index, query).clamp_(max=len(index) - 1)] == query).numpy()
+        hit = (index[torch.searchsorted(index, query).clamp_(max=len(index) - 1)] == query).cpu().numpy()
     else:
         hit = np.zeros(len(query), np.bool_)
     pair, nbr = pair[hit], nbr[hit]

@@ -1,4 +1,4 @@
-"""The engine benchmark runs end to end at a small size and reports an exact incremental result."""
+"""The benchmarks run end to end at a small size and report sane, exact results."""
 
 from __future__ import annotations
 
@@ -33,3 +33,15 @@ def test_bench_ann_small(tmp_path: Path) -> None:
     assert every["nprobe"] >= every["lists"] and every["recall"] >= 0.99  # all cells probed: exact
     assert 0 < few["recall"] <= every["recall"] and r["exact_ms_per_query"] > 0
     assert 0 < r["stream"]["recall_stale"] <= 1 and r["stream"]["rows_moved"] > 0
+
+
+def test_bench_processor_small(tmp_path: Path) -> None:
+    out = tmp_path / "processor.json"
+    proc = subprocess.run([sys.executable, "-m", "stream.cli", "bench", "processor", "--nodes", "3000", "--edges",
+                           "30000", "--batch", "300", "--batches", "3", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["events_per_s"] > 0 and r["predictions_per_batch"] > 0
+    assert set(r["us_per_event"]) >= {"graph", "score", "kernels", "predict"}
+    assert r["us_per_event"]["predict"] > 0 and r["rows_changed_per_batch"] > 0

@@ -82,8 +82,10 @@ def _common_reference(g, a, b):  # noqa: ANN001, ANN202 - plain set intersection
     return np.array(cn, np.float64), np.array(aa)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
 @pytest.mark.parametrize("directed", [False, True])
-def test_common_neighbours_match_set_intersection(directed: bool) -> None:
+def test_common_neighbours_match_set_intersection(directed: bool, device: str) -> None:
     from gnn.graph import DynamicGraph
     from gnn.linkpred import _common_neighbours
 
@@ -95,14 +97,14 @@ def test_common_neighbours_match_set_intersection(directed: bool) -> None:
     g.remove_edges(rng.integers(1, 61, 50), rng.integers(1, 61, 50))
     a = np.r_[np.ones(40, np.int64), rng.integers(1, 61, 300)]
     b = rng.integers(1, 61, 340)
-    cn, aa = _common_neighbours(g, a, b, g.in_degree().astype(np.float64))
+    cn, aa = _common_neighbours(g, a, b, g.in_degree().astype(np.float64), device)
     ref_cn, ref_aa = _common_reference(g, a, b)
     assert np.array_equal(cn, ref_cn) and np.allclose(aa, ref_aa) and cn.max() > 3
     import gnn.linkpred as lp
 
     old, lp._CN_BUDGET = lp._CN_BUDGET, 50  # many slices: same answer
     try:
-        cn2, aa2 = _common_neighbours(g, a, b, g.in_degree().astype(np.float64))
+        cn2, aa2 = _common_neighbours(g, a, b, g.in_degree().astype(np.float64), device)
     finally:
         lp._CN_BUDGET = old
     assert np.array_equal(cn2, ref_cn) and np.allclose(aa2, ref_aa)

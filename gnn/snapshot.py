@@ -174,7 +174,7 @@ class _Unpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         obj = super().find_class(module, name)
-        if (module, name) in _FUNCTIONS:
+        if (module.replace("numpy._core", "numpy.core", 1), name) in _FUNCTIONS:  # NumPy 2 names its core _core
             return obj
         if module.split(".")[0] in _PACKAGES and (isinstance(obj, type) or isinstance(obj, torch.dtype)):
             return obj

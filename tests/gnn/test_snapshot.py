@@ -84,6 +84,21 @@ def test_snapshot_refuses_foreign_callables(tmp_path: Path) -> None:
         read_meta(path)
 
 
+def test_snapshot_written_under_numpy_2_loads(tmp_path: Path) -> None:
+    """NumPy 2 pickles arrays as ``numpy._core.multiarray._reconstruct``: an allowed function
+    under its new name (found on a NumPy 2 GPU host, where the worker refused its own snapshot)."""
+    import io
+
+    from gnn.snapshot import _Unpickler
+
+    small = np.arange(5, dtype=np.int64).astype(object)  # object arrays always pickle inline
+    data = pickle.dumps(small, protocol=3)  # protocol 3: module names are plain text, so renaming is safe
+    assert b"numpy.core.multiarray" in data
+    renamed = data.replace(b"numpy.core.multiarray", b"numpy._core.multiarray")
+    out = _Unpickler(io.BytesIO(renamed), tmp_path, mmap=False).load()
+    assert list(out) == list(small)
+
+
 def test_large_arrays_are_memory_mapped(tmp_path: Path) -> None:
     p = Processor(CFG)
     evs = [EdgeEvent(src=f"a{i}", dst=f"b{i % 997}", ts=float(i)) for i in range(20_000)]

@@ -126,6 +126,7 @@ def summary(processor: "Processor") -> dict[str, Any]:
 _FUNCTIONS = {
     ("copyreg", "_reconstructor"), ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
     ("numpy.random._pickle", "__generator_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),  # NumPy 2 pickles a generator's seed too
     ("torch._utils", "_rebuild_parameter"), ("builtins", "set"), ("builtins", "frozenset"),
     ("builtins", "slice"), ("builtins", "object"), ("collections", "OrderedDict"), ("collections", "defaultdict"),
 }

@@ -93,8 +93,8 @@ def test_snapshot_written_under_numpy_2_loads(tmp_path: Path) -> None:
 
     small = np.arange(5, dtype=np.int64).astype(object)  # object arrays always pickle inline
     data = pickle.dumps(small, protocol=3)  # protocol 3: module names are plain text, so renaming is safe
-    assert b"numpy.core.multiarray" in data
-    renamed = data.replace(b"numpy.core.multiarray", b"numpy._core.multiarray")
+    renamed = data.replace(b"numpy.core.multiarray", b"numpy._core.multiarray")  # as NumPy 2 writes it
+    assert b"numpy._core.multiarray" in renamed
     out = _Unpickler(io.BytesIO(renamed), tmp_path, mmap=False).load()
     assert list(out) == list(small)
 

@@ -88,7 +88,6 @@ def bench_engine(*, nodes: int, edges: int, batch: int, batches: int = 10, degre
     out["kernel_s"] = kernels
     resident = torch_csr(csr, x.shape[0], device)  # the floor: the matrix already on the device
     out["torch_spmm_resident_s"] = round(_best(lambda: resident @ x, 3, device), 5)
-    del resident
     if "dgl" in kernels:
         out["dgl_over_torch"] = {op: round(kernels["dgl"][op] / kernels["torch"][op], 3) for op in ("mean", "wmean")}
 

@@ -1,7 +1,9 @@
 """The worker: consume the input topics in micro-batches, call the core, publish outputs.
 
-One batch: journal its offsets → decode → ``Processor.process`` → seal → send → await every ack
-→ commit the owned partitions' offsets → (every N events or T seconds) snapshot the state.
+One batch: journal its offsets → decode → ``Processor.process`` → seal → hand every output to
+the producer, in order → (while the next batch is processed) await every ack → commit the owned
+partitions' offsets, batch after batch → (every N events or T seconds, with no batch in flight)
+snapshot the state.
 :class:`Pipeline` holds the byte-level work; :class:`Worker` owns the loop, the Kafka clients,
 recovery (newest snapshot + journal replay) and graceful shutdown.
 """
@@ -45,7 +47,8 @@ __all__ = ["Pipeline", "Worker", "load_keyring", "run_worker", "prediction_id"]
 
 log = logging.getLogger("lepton.worker")
 
-Send = Callable[[str, bytes | None, bytes], Awaitable[Any]]  # (topic, key, value) -> awaitable ack
+# (topic, key, value) -> hands the record to the producer (in call order) and gives its ack awaitable
+Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
 
 
 @dataclass
@@ -94,6 +97,12 @@ class Pipeline:
         Node records are applied before edge records. Outputs are published only for keys
         ``owns`` accepts (scale-out); every worker applies every event. Returns events applied.
         """
+        return await (await self.start(batch, owns))
+
+    async def start(self, batch: Batch, owns: Callable[[bytes], bool] = lambda _: True) -> Awaitable[int]:
+        """:meth:`handle` up to the acks: every output is with the producer, in order, when this
+        returns; the returned awaitable waits for the acks, records the batch's metrics and gives
+        the events applied. The caller may process the next batch meanwhile."""
         s = self.settings
         self._maybe_reload()
         self._swap_model()
@@ -119,6 +128,7 @@ class Pipeline:
         self.batches += 1
         version = self.processor.model_version
         published = 0
+        futs = [await queued for queued in acks]  # dead letters first
         ranges = {k: [batch.start.get(k, 0), e] for k, e in batch.end.items() if e > batch.start.get(k, 0)}
         for pred in result.predictions:
             key = pred.node.encode()
@@ -126,59 +136,64 @@ class Pipeline:
                 continue
             plain = prediction_record(pred, pid=prediction_id(batch.id, pred.node), model_version=version,
                                       batch=batch.id, offsets=ranges, now=time.time())
-            acks.append(self.send(s.topic_predictions, key, self.seal(plain, s.topic_predictions, key)))
+            futs.append(await self.send(s.topic_predictions, key, self.seal(plain, s.topic_predictions, key)))
             published += 1
         alerts = [a for a in result.alerts if owns(edge_key(a.src, a.dst) if a.node is None else a.node.encode())]
         for alert in alerts:
             key = alert.id.encode()
             plain = alert_record(alert)
             value = self.seal(plain, s.topic_alerts, key) if s.encrypt_alerts else plain
-            acks.append(self.send(s.topic_alerts, key, value))
+            futs.append(await self.send(s.topic_alerts, key, value))
         t3 = time.perf_counter()
         if self.webhooks is not None and alerts:
             self._queue_webhooks([a.to_dict() for a in alerts])
-        await asyncio.gather(*acks)
-        done = time.time()
-        m = self.metrics
-        m.inc("events_total", result.applied, help="input events by outcome", outcome="applied")
-        m.inc("events_total", result.duplicates, outcome="duplicate")
-        m.inc("events_total", len(edges) - len(valid), outcome="deadlettered")
-        m.inc("removes_missing_total", result.missing_removes, help="removes of edges that did not exist")
-        m.inc("batches_total", help="micro-batches processed")
-        m.inc("predictions_total", published, help="prediction messages published")
-        m.inc("alerts_total", len(alerts), help="alert messages published")
-        m.inc("rows_reembedded_total", result.update.rows_recomputed, help="embedding rows recomputed")
-        m.set("graph_nodes", self.processor.graph.num_nodes, help="nodes in the live graph")
-        m.set("graph_edges", self.processor.graph.num_edges, help="edges in the live graph")
-        m.set("batch_size", len(batch.records), help="size of the last micro-batch")
-        m.observe("batch_records", len(batch.records), help="records per micro-batch", buckets=SIZE_BUCKETS)
-        m.set("model_info", 1, help="model version in use", version=version)
-        m.observe("batch_latency_seconds", done - now, help="batch received -> outputs acknowledged")
-        if edges:
-            m.observe("receive_delay_seconds", now - edges[-1].timestamp,
-                      help="newest record of a batch: produced -> received by the worker")
-        latencies = [done - ts_ms / 1000.0 for ts_ms in stamps]
-        for lat in latencies:
-            m.observe("event_latency_seconds", lat, help="event produced -> outputs acknowledged")
-        self.live.batch(len(batch.records), latencies, done)
-        self.live.alerts.extend({k: a.to_dict()[k] for k in ("id", "kind", "severity", "score", "src", "dst", "ts")}
-                                for a in alerts)
-        for pred in result.predictions[:3]:
-            if owns(pred.node.encode()):
-                self.live.predictions.append({"id": prediction_id(batch.id, pred.node), "batch": batch.id,
-                                              "model_version": version, "partners": len(pred.partners),
-                                              "node": pred.node, "top": pred.partners[:3]})
-        for stage, secs in {"decode": t1 - t0, "process": t2 - t1, "seal": t3 - t2, "produce": done - now - (t3 - t0)}.items():
-            m.inc("stage_seconds_total", secs, help="time spent per pipeline stage", stage=stage)
-        for stage, secs in result.timings.items():
-            m.inc("stage_seconds_total", secs, stage=stage)
-        return result.applied
+
+        async def acknowledged() -> int:  # the rest of the batch, once every output is acknowledged
+            await asyncio.gather(*futs)
+            done = time.time()
+            m = self.metrics
+            m.inc("events_total", result.applied, help="input events by outcome", outcome="applied")
+            m.inc("events_total", result.duplicates, outcome="duplicate")
+            m.inc("events_total", len(edges) - len(valid), outcome="deadlettered")
+            m.inc("removes_missing_total", result.missing_removes, help="removes of edges that did not exist")
+            m.inc("batches_total", help="micro-batches processed")
+            m.inc("predictions_total", published, help="prediction messages published")
+            m.inc("alerts_total", len(alerts), help="alert messages published")
+            m.inc("rows_reembedded_total", result.update.rows_recomputed, help="embedding rows recomputed")
+            m.set("graph_nodes", self.processor.graph.num_nodes, help="nodes in the live graph")
+            m.set("graph_edges", self.processor.graph.num_edges, help="edges in the live graph")
+            m.set("batch_size", len(batch.records), help="size of the last micro-batch")
+            m.observe("batch_records", len(batch.records), help="records per micro-batch", buckets=SIZE_BUCKETS)
+            m.set("model_info", 1, help="model version in use", version=version)
+            m.observe("batch_latency_seconds", done - now, help="batch received -> outputs acknowledged")
+            if edges:
+                m.observe("receive_delay_seconds", now - edges[-1].timestamp,
+                          help="newest record of a batch: produced -> received by the worker")
+            latencies = [done - ts_ms / 1000.0 for ts_ms in stamps]
+            for lat in latencies:
+                m.observe("event_latency_seconds", lat, help="event produced -> outputs acknowledged")
+            self.live.batch(len(batch.records), latencies, done)
+            self.live.alerts.extend({k: a.to_dict()[k] for k in ("id", "kind", "severity", "score", "src", "dst", "ts")}
+                                    for a in alerts)
+            for pred in result.predictions[:3]:
+                if owns(pred.node.encode()):
+                    self.live.predictions.append({"id": prediction_id(batch.id, pred.node), "batch": batch.id,
+                                                  "model_version": version, "partners": len(pred.partners),
+                                                  "node": pred.node, "top": pred.partners[:3]})
+            stages = {"decode": t1 - t0, "process": t2 - t1, "seal": t3 - t2, "produce": done - now - (t3 - t0)}
+            for stage, secs in stages.items():  # produce: the ack wait, which overlaps the next batch
+                m.inc("stage_seconds_total", secs, help="time spent per pipeline stage", stage=stage)
+            for stage, secs in result.timings.items():
+                m.inc("stage_seconds_total", secs, stage=stage)
+            return result.applied
+
+        return acknowledged()
 
     async def webhook_dead(self, alert: dict, endpoint: str, reason: str) -> None:
         """An alert a webhook could not take: to the dead-letter topic (it also stays spooled)."""
         value = deadletter_record(reason="webhook_failed", detail=f"{endpoint}: {reason}", topic=f"webhook:{endpoint}",
                                   partition=-1, offset=-1, original=json.dumps(alert).encode(), now=time.time())
-        await self.send(self.settings.topic_deadletter, str(alert.get("id", "")).encode(), value)
+        await (await self.send(self.settings.topic_deadletter, str(alert.get("id", "")).encode(), value))
 
     def webhook_metrics(self) -> None:
         if self.webhooks is not None:
@@ -309,6 +324,8 @@ class Worker:
                                    memory=s.state_dir / "ownership.json")
         await self.ownership.start(timeout=max(30.0, 5 * s.rebalance_timeout))
         self.journal = Journal(s.state_dir / "journal.jsonl")
+        inflight: asyncio.Task | None = None  # the previous batch, awaiting its acks and commit
+        clean = False  # after a failure no shutdown snapshot: restart replays from the last good one
         try:
             replayed = 0
             for end in self.journal.pending(offsets):  # batches cut before the crash, re-cut identically
@@ -322,15 +339,23 @@ class Worker:
             while not self.stopping.is_set():
                 size, window = self._batching()
                 batch = await self.source.batch(size, window)
+                if inflight is not None and inflight.done():
+                    inflight = await self._settle(inflight)  # a failed send or commit stops the loop here
                 if batch is not None and batch.records:
                     t0 = time.perf_counter()
-                    await self._process(batch)
+                    inflight = await self._begin(batch, after=inflight)  # its acks overlap the next batch
                     self.controller.observe(len(batch.records), time.perf_counter() - t0)
-                self._maybe_snapshot()
+                if self._snapshot_due():  # a snapshot never runs ahead of acknowledged outputs
+                    inflight = await self._settle(inflight)
+                    self._snapshot()
                 await self._gauges()
+            inflight = await self._settle(inflight)
+            clean = True
         finally:
             self.ready = False
-            await self._shutdown()
+            if inflight is not None and not inflight.done():
+                inflight.cancel()
+            await self._shutdown(snapshot=clean)
 
     def status(self, plaintext: bool = False) -> dict[str, Any]:
         """What ``/api/status`` and the dashboard show; prediction partners only with ``plaintext``."""
@@ -449,23 +474,47 @@ class Worker:
         return {k: int(v) for k, v in meta.get("offsets", {}).items()}
 
     async def _process(self, batch: Batch, journal: bool = True) -> None:
+        """One batch from journal to commit (recovery replays them one at a time)."""
+        await (await self._begin(batch, journal=journal))
+
+    async def _begin(self, batch: Batch, journal: bool = True, after: asyncio.Task | None = None) -> asyncio.Task:
+        """Journal, process and queue the outputs of ``batch``; returns the task that waits for
+        its acks and commits its offsets — after ``after`` has, so commits stay in batch order."""
         assert self.ownership is not None and self.journal is not None
         if journal:
             self.journal.append(batch)
-        applied = await self.pipeline.handle(batch, owns=self.ownership.owns)
-        await self.ownership.commit(batch.end)  # outputs are acknowledged: mark them done
+        acknowledged = await self.pipeline.start(batch, owns=self.ownership.owns)
+        self._since_snapshot += len(batch.records)
+        return asyncio.ensure_future(self._commit(batch, acknowledged, after))
+
+    async def _commit(self, batch: Batch, acknowledged: Any, after: asyncio.Task | None) -> None:
+        if after is not None:
+            try:
+                await after
+            except BaseException:
+                acknowledged.close()  # the coroutine is never awaited: this batch fails with the one before
+                raise
+        applied = await acknowledged
+        await self.ownership.commit(batch.end)  # type: ignore[union-attr]  # outputs acknowledged: done
         self.totals["applied"] += applied
         self.totals["batches"] += 1
         self.totals["records"] += len(batch.records)
-        self._since_snapshot += len(batch.records)
 
-    def _maybe_snapshot(self) -> None:
+    @staticmethod
+    async def _settle(inflight: asyncio.Task | None) -> None:
+        """Wait for the batch in flight (its errors surface here)."""
+        if inflight is not None:
+            await inflight
+
+    def _snapshot_due(self) -> bool:
         s = self.settings
         self._reap_snapshot()
         due = self._since_snapshot >= s.snapshot_events or time.monotonic() - self._snapshot_at >= s.snapshot_seconds
-        if self._child is None and self._since_snapshot and due:
-            if not (s.snapshot_background and self.snapshot_in_background()):
-                self.snapshot()
+        return self._child is None and bool(self._since_snapshot) and due
+
+    def _snapshot(self) -> None:
+        if not (self.settings.snapshot_background and self.snapshot_in_background()):
+            self.snapshot()
 
     def _batching(self) -> tuple[int, float]:
         s = self.settings
@@ -506,16 +555,16 @@ class Worker:
         await self._producer.start()
 
         async def send(topic: str, key: bytes | None, value: bytes) -> Any:
-            return await (await self._producer.send(topic, value=value, key=key))
+            return await self._producer.send(topic, value=value, key=key)  # queued; gives the ack future
 
         self.pipeline.send = send
 
-    async def _shutdown(self) -> None:
-        """Publish what is in flight, snapshot, commit, close the clients."""
+    async def _shutdown(self, snapshot: bool = True) -> None:
+        """Publish what is in flight, snapshot (unless the loop failed), close the clients."""
         p = self.pipeline
         if p._tasks:
             await asyncio.wait(list(p._tasks), timeout=3.0)
-        if self.source is not None and self._since_snapshot:
+        if snapshot and self.source is not None and self._since_snapshot:
             self.snapshot()
         for closer in (self.ownership, self.source):
             if closer is not None:

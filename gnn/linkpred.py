@@ -124,6 +124,8 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     swap = deg[a] > deg[b]
     small, big = np.where(swap, b, a), np.where(swap, a, b)
+    order = np.argsort(big, kind="stable")  # one big node's lookups together: they hit one stretch of the index
+    small, big = small[order], big[order]
     ubig, big_idx = np.unique(big, return_inverse=True)
     cb = g.in_rows(ubig)
     keys = (np.repeat(np.arange(len(ubig), dtype=np.int64), np.diff(cb.indptr)) << 32) | cb.indices.astype(np.int64)
@@ -136,7 +138,7 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
         hit = (index[torch.searchsorted(index, query).clamp_(max=len(index) - 1)] == query).cpu().numpy()
     else:
         hit = np.zeros(len(query), np.bool_)
-    pair, nbr = pair[hit], nbr[hit]
+    pair, nbr = order[pair[hit]], nbr[hit]
     cn = np.bincount(pair, minlength=m).astype(np.float64)
     aa = np.bincount(pair, weights=1.0 / np.log(np.maximum(deg[nbr], 2.0)), minlength=m)
     return cn, aa

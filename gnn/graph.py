@@ -163,7 +163,7 @@ class DynamicGraph:
 
     def keys(self, nodes: np.ndarray) -> list[str]:
         ks = self._keys
-        return [ks[int(i)] for i in nodes]
+        return [ks[i] for i in np.asarray(nodes, np.int64).tolist()]
 
     # ---- edges -----------------------------------------------------------------
     def add_edges(self, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None) -> Applied:
@@ -402,16 +402,14 @@ class _Adjacency:
         hi[inb] = self.indptr[rows[inb] + 1]
         end = hi.copy()
         idx = self.idx
-        while True:
-            active = lo < hi
-            if not active.any():
-                break
-            mid = (lo + hi) // 2
-            midc = np.where(active, mid, 0)
-            val = idx[midc] if len(idx) else np.zeros(len(midc), np.int32)
-            go_right = active & (val < cols)
-            lo = np.where(go_right, mid + 1, lo)
-            hi = np.where(active & ~go_right, mid, hi)
+        act = np.flatnonzero(lo < hi)  # searches still running: a row of degree d takes log2(d) rounds
+        while len(act):
+            a_lo, a_hi = lo[act], hi[act]
+            mid = (a_lo + a_hi) >> 1
+            right = idx[mid] < cols[act]
+            a_lo, a_hi = np.where(right, mid + 1, a_lo), np.where(right, a_hi, mid)
+            lo[act], hi[act] = a_lo, a_hi
+            act = act[a_lo < a_hi]
         found = lo < end
         found[found] = idx[lo[found]] == cols[found]
         return np.where(found, lo, -1)

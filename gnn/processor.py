@@ -204,10 +204,15 @@ class Processor:
             for node in (int(src[i]), int(dst[i])):
                 touched_ts[node] = max(touched_ts.get(node, 0), stamps[i])
         nodes = np.fromiter(touched_ts, np.int64, len(touched_ts))
-        predictions = []
-        for node, partners, probs in self._topk(nodes, now):
+        top = self._topk(nodes, now)
+        names = g.keys(np.concatenate([t[1] for t in top])) if top else []  # one pass over every partner
+        probs = [round(p, 6) for t in top for p in t[2].tolist()]
+        predictions, i = [], 0
+        for node, partners, _ in top:
+            j = i + len(partners)
             predictions.append(Prediction(node=g.key(int(node)), trigger_ts_ms=touched_ts[int(node)],
-                                          partners=[(n, round(float(p), 6)) for n, p in zip(g.keys(partners), probs)]))
+                                          partners=list(zip(names[i:j], probs[i:j]))))
+            i = j
         t5 = time.perf_counter()
         alerts = self._alerts([events[i] for i in adds], anomaly.score, anomaly.components)
         self.scored += len(adds)

@@ -37,7 +37,7 @@ import torch
 
 from gnn.features import NodeFeatures
 from gnn.graph import CSR, Applied, DynamicGraph, distinct
-from gnn.kernels import Backend, aggregate, resolve_backend, row_weight_sums
+from gnn.kernels import Backend, aggregate, pad_rows, resolve_backend, row_weight_sums
 from gnn.model import GraphSAGE
 
 __all__ = ["Engine", "UpdateStats"]
@@ -210,11 +210,8 @@ class Engine:
 
     def _full_sums(self, li: int, csr: CSR, h: torch.Tensor) -> torch.Tensor:
         """``p[li]`` for every row: one SpMM on the configured kernel backend, then the projection."""
-        out = _project(self.model.layers[li], aggregate(csr, h, "wsum" if self.op == "wmean" else "sum",
-                                                        self.backend))
-        if out.shape[0] < h.shape[0]:
-            out = torch.cat([out, out.new_zeros((h.shape[0] - out.shape[0], out.shape[1]))])
-        return out
+        agg = aggregate(csr, h, "wsum" if self.op == "wmean" else "sum", self.backend)
+        return pad_rows(_project(self.model.layers[li], agg), h.shape[0])
 
     def _denominators(self, csr: CSR) -> np.ndarray:
         return row_weight_sums(csr) if self.op == "wmean" else np.diff(csr.indptr).astype(np.float64)
@@ -235,14 +232,10 @@ class Engine:
         if n_rows <= have:
             return
         cap = max(n_rows, int(have * 1.5) + 16)
-
-        def pad(t: torch.Tensor) -> torch.Tensor:
-            return torch.cat([t, t.new_zeros((cap - have, *t.shape[1:]))])
-
-        self.h, self.p = [pad(t) for t in self.h], [pad(t) for t in self.p]
+        self.h, self.p = [pad_rows(t, cap) for t in self.h], [pad_rows(t, cap) for t in self.p]
         self.a = [torch.cat([t, layer.lin_self.bias.expand(cap - have, -1)])  # a new row's self half: the bias
                   for t, layer in zip(self.a, self.model.layers)]
-        self.den = pad(self.den)
+        self.den = pad_rows(self.den, cap)
 
 
 def _t(a: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -33,7 +33,7 @@ from gnn.graph import CSR
 # torch 2.2 warns on every CSR construction that the API is "beta"; we pin the version and test it.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-__all__ = ["aggregate", "resolve_backend", "row_weight_sums", "torch_csr", "Backend", "Op", "dgl_available"]
+__all__ = ["aggregate", "resolve_backend", "row_weight_sums", "torch_csr", "pad_rows", "Backend", "Op", "dgl_available"]
 
 Backend = Literal["auto", "dgl", "torch"]
 Op = Literal["sum", "wsum", "mean", "wmean"]
@@ -136,6 +136,11 @@ def _dgl_weighted(dgl, csr: CSR, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN0
         w = torch.from_numpy(csr.weights[lo:hi]).to(device=x.device, dtype=x.dtype)[:, None].expand(-1, d)
         out[r0:r1] = dgl.ops.gspmm(g, "mul", "sum", x, w.contiguous())
     return out
+
+
+def pad_rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    """``t`` with zero rows appended up to ``n`` rows (rows the graph has but a matrix does not)."""
+    return t if t.shape[0] >= n else torch.cat([t, t.new_zeros((n - t.shape[0], *t.shape[1:]))])
 
 
 def row_weight_sums(csr: CSR) -> np.ndarray:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from gnn.graph import CSR
-from gnn.kernels import Backend, Op, aggregate
+from gnn.kernels import Backend, Op, aggregate, pad_rows
 
 __all__ = ["ModelConfig", "SAGELayer", "GraphSAGE"]
 
@@ -89,9 +89,6 @@ class GraphSAGE(nn.Module):
         """
         h = x
         for layer in self.layers:
-            agg = aggregate(csr, h, self.config.aggregator, backend)
-            if agg.shape[0] < h.shape[0]:
-                agg = torch.cat([agg, agg.new_zeros((h.shape[0] - agg.shape[0], agg.shape[1]))])
-            h = layer(h, agg)
+            h = layer(h, pad_rows(aggregate(csr, h, self.config.aggregator, backend), h.shape[0]))
             h[0] = 0.0
         return h

@@ -65,6 +65,35 @@ def _wait_drained(worker: WorkerProcess, timeout: float = 90.0) -> None:
     raise AssertionError(f"worker did not drain its input; log: {worker.log_path.read_text()[-2000:]}")
 
 
+def _assert_every_event_predicted(s, bootstrap: str, ring: KeyRing, records: int) -> tuple[list, dict]:  # noqa: ANN001
+    """Both endpoints of every valid input event got a prediction from a batch covering its
+    offset (at least once), and records sharing an id are true duplicates (same node and range)."""
+    preds = [open_record(ring, s.topic_predictions, m.key, m.value)
+             for m in _read_to_end(s, bootstrap, s.topic_predictions)]
+    by_id: dict[str, set] = defaultdict(set)
+    covered: dict[str, list] = defaultdict(list)
+    for p in preds:
+        by_id[p["id"]].add((p["node"], json.dumps(p["offsets"], sort_keys=True)))
+        for tp, (a, b) in p["offsets"].items():
+            covered[p["node"]].append((tp, a, b))
+    assert all(len(v) == 1 for v in by_id.values())
+    edges = _read_to_end(s, bootstrap, s.topic_edges)
+    assert len(edges) == records
+    missing = 0
+    for m in edges:
+        try:
+            e = json.loads(m.value)
+        except ValueError:
+            continue
+        if not isinstance(e, dict) or "id" not in e:
+            continue
+        tp = f"{m.topic}:{m.partition}"
+        for node in (e["src"], e["dst"]):
+            missing += not any(t == tp and a <= m.offset < b for t, a, b in covered[node])
+    assert missing == 0
+    return preds, by_id
+
+
 def test_sigkill_twice_state_equals_offline_replay(broker, tmp_path: Path) -> None:  # noqa: ANN001
     tag = f"crash{uuid.uuid4().hex[:6]}"
     s, env = _settings(tag)
@@ -113,31 +142,7 @@ def test_sigkill_twice_state_equals_offline_replay(broker, tmp_path: Path) -> No
         {k: expect[k] for k in ("nodes", "edges", "total_weight", "edge_set_sha256")}
     assert sum(state["offsets"][k] for k in state["offsets"] if k.startswith(s.topic_edges)) == len(items) + 20
 
-    # outputs: every event's endpoints got a prediction from a batch covering it (at least once);
-    # records sharing an id are true duplicates (same node, same input range)
-    preds = [open_record(ring, s.topic_predictions, m.key, m.value)
-             for m in _read_to_end(s, broker.bootstrap, s.topic_predictions)]
-    by_id: dict[str, set] = defaultdict(set)
-    covered: dict[str, list] = defaultdict(list)
-    for p in preds:
-        by_id[p["id"]].add((p["node"], json.dumps(p["offsets"], sort_keys=True)))
-        for tp, (a, b) in p["offsets"].items():
-            covered[p["node"]].append((tp, a, b))
-    assert all(len(v) == 1 for v in by_id.values())
-    edges = _read_to_end(s, broker.bootstrap, s.topic_edges)
-    assert len(edges) == len(items) + 20
-    missing = 0
-    for m in edges:
-        try:
-            e = json.loads(m.value)
-        except ValueError:
-            continue
-        if not isinstance(e, dict) or "id" not in e:
-            continue
-        tp = f"{m.topic}:{m.partition}"
-        for node in (e["src"], e["dst"]):
-            missing += not any(t == tp and a <= m.offset < b for t, a, b in covered[node])
-    assert missing == 0
+    preds, by_id = _assert_every_event_predicted(s, broker.bootstrap, ring, len(items) + 20)
     print(f"predictions: {len(preds)} published, {len(by_id)} distinct ids")
 
 
@@ -178,3 +183,63 @@ def test_sigterm_publishes_snapshots_commits_and_exits_fast(broker, tmp_path: Pa
     assert sum(edges.values()) == len(items)
     print(f"SIGTERM -> exit {took:.2f} s")
 
+
+
+def test_failed_ack_stops_without_snapshot_and_restart_publishes(broker, tmp_path: Path) -> None:  # noqa: ANN001
+    """Acks overlap the next batch: when one fails, the loop stops, no snapshot covers the
+    unacknowledged batch (not even the shutdown one), and the restarted worker replays it."""
+    import asyncio
+
+    from gnn.snapshot import latest_snapshot, read_meta
+    from stream.settings import Settings
+    from stream.worker import Pipeline, Worker
+
+    tag = f"fail{uuid.uuid4().hex[:6]}"
+    s, env = _settings(tag)
+    ensure_topics(s, broker.bootstrap)
+    ring = KeyRing.generate("fail")
+    items = synthetic_events(SyntheticConfig(events=3000, seed=5))
+    produce(s, broker.bootstrap, items, progress=False)
+    knobs = {"LEPTON_SNAPSHOT_EVENTS": "600", "LEPTON_BATCH_MODE": "fixed", "LEPTON_MAX_BATCH": "200",
+             "LEPTON_SNAPSHOT_BACKGROUND": "false"}
+    cfg = Settings(**{**s.model_dump(), "state_dir": tmp_path, "snapshot_events": 600, "batch_mode": "fixed",
+                      "max_batch": 200, "snapshot_background": False})
+
+    class FailingAcks(Worker):  # the real producer, until the 1,200th output's ack fails
+        async def _start_producer(self) -> None:
+            await super()._start_producer()
+            real, sent = self.pipeline.send, [0]
+
+            async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
+                sent[0] += 1
+                if sent[0] < 1200:
+                    return await real(topic, key, value)
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_exception(ConnectionError("injected ack failure"))
+                return fut
+
+            self.pipeline.send = send
+
+    async def unbound(topic: str, key: bytes | None, value: bytes) -> None:
+        raise RuntimeError("before the producer")
+
+    worker = FailingAcks(settings=cfg, bootstrap=broker.bootstrap,
+                         pipeline=Pipeline(settings=cfg, processor=Processor(cfg.processor_config()), keyring=ring,
+                                           send=unbound))
+    with pytest.raises(ConnectionError, match="injected"):
+        asyncio.run(worker.run())
+    acked = worker.totals["records"]  # batches whose every output was acknowledged
+    assert 0 < acked < len(items)
+    latest = latest_snapshot(tmp_path / "snapshots")
+    assert latest is not None  # earlier batches were snapshotted...
+    covered = sum(v for k, v in read_meta(latest)["offsets"].items() if k.startswith(s.topic_edges))
+    assert covered <= acked  # ...but none beyond what was acknowledged
+
+    env |= {"LEPTON_KEYS": ring.serialise().strip()} | knobs
+    restarted = WorkerProcess(bootstrap=broker.bootstrap, state_dir=tmp_path, env=env)
+    try:
+        restarted.wait_ready()
+        _wait_drained(restarted)
+    finally:
+        assert restarted.stop() == 0, restarted.log_path.read_text()[-3000:]
+    _assert_every_event_predicted(s, broker.bootstrap, ring, len(items))

@@ -43,6 +43,7 @@ from gnn.model import GraphSAGE
 __all__ = ["Engine", "UpdateStats"]
 
 _SCATTER_CHUNK = 1 << 18  # arcs per index_add_ call (bounds the temporary [chunk, d] buffer)
+_RESUM_FRACTION = 0.25  # more final rows rewritten than this share: the mean's sum is redone, not corrected
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Engine:
         self.a: list[torch.Tensor] = []  # a[l]: self half of layer l, W_self h[l] + b (float32)
         self.p: list[torch.Tensor] = []  # p[l]: projected neighbour sums of h[l] (float64)
         self.den = torch.zeros(0, dtype=torch.float64)
+        self.total: torch.Tensor | None = None  # running float64 sum of the final rows 1.. (for the mean)
         self.full_refresh()
 
     # ---- public -------------------------------------------------------------------------
@@ -84,6 +86,14 @@ class Engine:
     def embeddings(self) -> torch.Tensor:
         """Final-layer embeddings, one row per dense id (row 0 = null node, zeros)."""
         return self.h[-1][: self.graph.n_rows]
+
+    def mean_embedding(self) -> torch.Tensor:
+        """``embeddings[1:].mean(0)`` as ``[1, d]`` float32 (the centring of pair cosines), from a
+        running sum that each update corrects by the rows it rewrites: O(rows changed), not
+        O(N·d) per call (35 ms per call at 1M nodes)."""
+        if getattr(self, "total", None) is None:  # also: a snapshot from before the running sum
+            self.total = self.h[-1][1:self.graph.n_rows].double().sum(0)
+        return (self.total / max(self.graph.n_rows - 1, 1)).float()[None]
 
     @property
     def op(self) -> str:
@@ -107,6 +117,7 @@ class Engine:
             out[0] = 0.0
             self.h.append(out)
         self._known = n
+        self.total = None  # recomputed on the next mean_embedding()
 
     def to(self, device: str) -> "Engine":
         """Move the model and every cache to ``device`` (a loaded snapshot may run elsewhere)."""
@@ -115,6 +126,7 @@ class Engine:
         self.backend = resolve_backend(self.backend_choice, self.device)
         self.h, self.a, self.p = ([t.to(self.device) for t in ts] for ts in (self.h, self.a, self.p))
         self.den = self.den.to(self.device)
+        self.total = None
         return self
 
     @torch.no_grad()
@@ -145,7 +157,14 @@ class Engine:
             stats.rows_per_layer.append(len(rows))
             vals = self._output(li, _t(rows, self.device))
         if len(rows):
-            self.h[-1].index_copy_(0, _t(rows, self.device), vals)
+            idx = _t(rows, self.device)
+            if getattr(self, "total", None) is not None:  # correct the running sum, or drop it where
+                if len(rows) > _RESUM_FRACTION * n:  # summing afresh (on the next call) is cheaper
+                    self.total = None
+                else:
+                    old = self.h[-1].index_select(0, idx).sum(0, dtype=torch.float64)
+                    self.total += vals.sum(0, dtype=torch.float64) - old
+            self.h[-1].index_copy_(0, idx, vals)
         stats.moved = rows
         return stats
 

@@ -57,19 +57,22 @@ class PairFeatures:
         self._node_last[touched] = np.fmax(self._node_last[touched], latest)
         self.activity.score(u, v)
 
-    def compute(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray, emb: torch.Tensor) -> np.ndarray:
+    def compute(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray, emb: torch.Tensor,
+                mean: torch.Tensor | None = None) -> np.ndarray:
         """``[n, len(NAMES)]`` features of pairs (u[i], v[i]) at time ts[i]; 0 ids = unknown nodes.
 
         Vectorised: common neighbours come from one sort of (pair, neighbour) keys of both
         sides, so the cost is the neighbour lists gathered, not a Python loop per pair.
+        ``mean``: the embeddings' mean row (``emb[1:].mean(0)``, computed when not given).
         """
         g = self.graph
         u = np.asarray(u, np.int64)
         v = np.asarray(v, np.int64)
+        mean = emb[1:].mean(0, keepdim=True) if mean is None else mean
         if len(u) > self.CHUNK:  # bounded memory: neighbour lists are gathered per slice
             ts = np.broadcast_to(np.asarray(ts, np.float64), u.shape)
-            return np.concatenate([self.compute(u[i:i + self.CHUNK], v[i:i + self.CHUNK], ts[i:i + self.CHUNK], emb)
-                                   for i in range(0, len(u), self.CHUNK)])
+            return np.concatenate([self.compute(u[i:i + self.CHUNK], v[i:i + self.CHUNK], ts[i:i + self.CHUNK], emb,
+                                                mean) for i in range(0, len(u), self.CHUNK)])
         out = np.zeros((len(u), len(self.NAMES)), np.float64)
         known = np.flatnonzero((u > 0) & (v > 0))
         if len(known) == 0:
@@ -88,7 +91,7 @@ class PairFeatures:
         f[:, 8] = f[:, 0] * rec
         (f[:, 9], f[:, 11]), (f[:, 10], f[:, 12]) = self._age(a, t), self._age(b, t)
         f[:, 13], f[:, 14] = np.log1p(self.activity.level(a)), np.log1p(self.activity.level(b))
-        mean = emb[1:].mean(0, keepdim=True)  # centred cosine; only the gathered rows are normalised
+        # centred cosine; only the gathered rows are normalised
         ha = torch.nn.functional.normalize(emb[torch.from_numpy(a).to(emb.device)] - mean, dim=1)
         hb = torch.nn.functional.normalize(emb[torch.from_numpy(b).to(emb.device)] - mean, dim=1)
         f[:, 7] = (ha * hb).sum(1).cpu().numpy()
@@ -224,9 +227,10 @@ class LinkModel:
         self._jobs = 0  # fitting closures handed out
         self._fits = 0
 
-    def score(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray, emb: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray, emb: torch.Tensor,
+              mean: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, features) of pairs; features are returned for reuse as training samples."""
-        x = self.features.compute(u, v, ts, emb)
+        x = self.features.compute(u, v, ts, emb, mean)
         if self.decoder is None:
             return 1.0 / (1.0 + np.exp(-self.temperature * x[:, 7])), x
         return self.decoder.predict(x), x

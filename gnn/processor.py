@@ -183,7 +183,8 @@ class Processor:
         a = np.asarray(adds, np.int64)
         ts = np.array([events[i].ts for i in adds], np.float64)
         neg = self._rng.integers(1, g.n_rows, len(a)) if len(a) else np.zeros(0, np.int64)
-        probs, x = self.link.score(np.r_[src[a], src[a]], np.r_[dst[a], neg], np.r_[ts, ts], h)  # one feature pass
+        probs, x = self.link.score(np.r_[src[a], src[a]], np.r_[dst[a], neg], np.r_[ts, ts], h,  # one feature pass
+                                   self.engine.mean_embedding())
         priors, x_pos, x_neg = probs[: len(a)], x[: len(a)], x[len(a):]  # prior probability, before insertion
         if not self.config.directed:  # an undirected pair: both orientations (the decoder learns p(dst | src))
             priors = 0.5 * (priors + self.link.score_reversed(x_pos))
@@ -322,7 +323,7 @@ class Processor:
         own_all, c_all = keys >> 32, keys & 0xFFFFFFFF
         keep = (c_all > 0) & (c_all != nodes[own_all])
         own_all, c_all = own_all[keep], c_all[keep]
-        probs, _ = self.link.score(nodes[own_all], c_all, np.full(len(own_all), now), h)
+        probs, _ = self.link.score(nodes[own_all], c_all, np.full(len(own_all), now), h, self.engine.mean_embedding())
         order = np.lexsort((-probs, own_all))  # by node, best first
         own_all, c_all, probs = own_all[order], c_all[order], probs[order]
         bounds = np.searchsorted(own_all, np.arange(len(nodes) + 1))

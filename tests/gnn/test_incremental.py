@@ -56,10 +56,13 @@ def _run(eng: Engine, seq: list) -> None:
          ("remove", [(0, 0, 1.0)])], directed=False, aggregator="wmean", full_fraction=0.35)
 def test_incremental_equals_full_recompute(seq: list, directed: bool, aggregator: str, full_fraction: float) -> None:
     eng = _engine(directed, aggregator, "torch", full_fraction)
+    eng.mean_embedding()  # the running sum starts here and follows every change below
     _run(eng, seq)
     got = eng.embeddings
     ref = eng.reference()[: eng.graph.n_rows]
     assert (got - ref).abs().max().item() <= 1e-4
+    if eng.graph.n_rows > 1:
+        assert (eng.mean_embedding() - got[1:].mean(0, keepdim=True)).abs().max().item() <= 1e-5
 
 
 @pytest.mark.skipif(not dgl_available(), reason="dgl not installed")
@@ -130,3 +133,19 @@ def test_hashed_features_are_deterministic_and_distinct() -> None:
     a = hashed_vectors(["x", "y", "x"], 16)
     assert np.array_equal(a[0], a[2]) and not np.allclose(a[0], a[1])
     assert abs(float(hashed_vectors([str(i) for i in range(4000)], 16).std()) - 0.25) < 0.02
+
+
+def test_mean_embedding_follows_small_and_large_changes() -> None:
+    """The running sum is corrected by the rows a small batch rewrites, and summed afresh after
+    a batch that rewrites most rows; both equal the mean of the embeddings."""
+    eng = _engine(False, "mean", "torch", 0.3)
+    g, rng = eng.graph, np.random.default_rng(2)
+    ids = g.node_ids([f"v{i}" for i in range(2000)], create=True)
+    eng.update([g.add_edges(ids[rng.integers(0, 2000, 6000)], ids[rng.integers(0, 2000, 6000)])])
+    eng.mean_embedding()
+    for n_edges in (3, 3, 5000, 3):
+        stats = eng.update([g.add_edges(ids[rng.integers(0, 2000, n_edges)], ids[rng.integers(0, 2000, n_edges)])])
+        corrected = eng.total is not None
+        assert corrected == (n_edges == 3 and stats.rows_per_layer[-1] < 500)  # few rows: corrected in place
+        want = eng.embeddings[1:].mean(0, keepdim=True)
+        assert (eng.mean_embedding() - want).abs().max().item() <= 1e-6

@@ -81,6 +81,9 @@ class Engine:
         self.total: torch.Tensor | None = None  # running float64 sum of the final rows 1.. (for the mean)
         self.full_refresh()
 
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"total": None} | state)  # a snapshot from before the running sum has none
+
     # ---- public -------------------------------------------------------------------------
     @property
     def embeddings(self) -> torch.Tensor:
@@ -91,7 +94,7 @@ class Engine:
         """``embeddings[1:].mean(0)`` as ``[1, d]`` float32 (the centring of pair cosines), from a
         running sum that each update corrects by the rows it rewrites: O(rows changed), not
         O(N·d) per call (~18 ms per call at 1M nodes on 2 cores)."""
-        if getattr(self, "total", None) is None:  # also: a snapshot from before the running sum
+        if self.total is None:
             self.total = self.h[-1][1:self.graph.n_rows].double().sum(0)
         return (self.total / max(self.graph.n_rows - 1, 1)).float()[None]
 
@@ -158,7 +161,7 @@ class Engine:
             vals = self._output(li, _t(rows, self.device))
         if len(rows):
             idx = _t(rows, self.device)
-            if getattr(self, "total", None) is not None:  # correct the running sum, or drop it where
+            if self.total is not None:  # correct the running sum, or drop it where
                 if len(rows) > _RESUM_FRACTION * n:  # summing afresh (on the next call) is cheaper
                     self.total = None
                 else:

@@ -158,7 +158,10 @@ class Source:
         now = time.monotonic()
         if now - self._ends_at > 1.0 and self._consumer is not None:
             ends = await self._consumer.end_offsets(list(self._tps.values()))
-            self._ends = {tp_key(tp.topic, tp.partition): off for tp, off in ends.items()}
+            # Tansu answers a "latest" ListOffsets with the last record batch's first offset + 1,
+            # short of the log end by that batch; the high watermark of our fetches is right
+            self._ends = {tp_key(tp.topic, tp.partition): max(off, self._consumer.highwater(tp) or 0)
+                          for tp, off in ends.items()}
             self._ends_at = now
         return {k: max(0, self._ends.get(k, 0) - self._next.get(k, 0)) for k in self._tps}
 

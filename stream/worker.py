@@ -26,7 +26,7 @@ import hashlib
 
 from gnn.errors import EventError
 from gnn.events import EdgeEvent, parse_edge, parse_node
-from gnn.processor import Processor
+from gnn.processor import Alert, Processor
 from gnn.snapshot import latest_snapshot, load_snapshot, save_snapshot
 from security.envelope import seal
 from security.errors import SecurityError
@@ -69,6 +69,7 @@ class Pipeline:
     _key_mtime: int = 0
     _training: Future | None = None
     _tasks: set = field(default_factory=set)
+    _publishing: asyncio.Future | None = None  # the latest batch's sealing-and-sending task
 
     def seal(self, plain: bytes, topic: str, key: bytes | None) -> bytes:
         """Seal with the active symmetric key, or for each configured subscriber's public key."""
@@ -100,9 +101,10 @@ class Pipeline:
         return await (await self.start(batch, owns))
 
     async def start(self, batch: Batch, owns: Callable[[bytes], bool] = lambda _: True) -> Awaitable[int]:
-        """:meth:`handle` up to the acks: every output is with the producer, in order, when this
-        returns; the returned awaitable waits for the acks, records the batch's metrics and gives
-        the events applied. The caller may process the next batch meanwhile."""
+        """:meth:`handle` up to the outputs: returns once the batch is processed. Its outputs are
+        sealed and handed to the producer by a task — after the previous batch's, so they keep
+        batch order — while the caller processes the next batch; the returned awaitable waits for
+        them and their acks, records the batch's metrics and gives the events applied."""
         s = self.settings
         self._maybe_reload()
         self._swap_model()
@@ -127,28 +129,37 @@ class Pipeline:
         t2 = time.perf_counter()
         self.batches += 1
         version = self.processor.model_version
-        published = 0
-        futs = [await queued for queued in acks]  # dead letters first
-        ranges = {k: [batch.start.get(k, 0), e] for k, e in batch.end.items() if e > batch.start.get(k, 0)}
-        for pred in result.predictions:
-            key = pred.node.encode()
-            if not owns(key):
-                continue
-            plain = prediction_record(pred, pid=prediction_id(batch.id, pred.node), model_version=version,
-                                      batch=batch.id, offsets=ranges, now=time.time())
-            futs.append(await self.send(s.topic_predictions, key, self.seal(plain, s.topic_predictions, key)))
-            published += 1
-        alerts = [a for a in result.alerts if owns(edge_key(a.src, a.dst) if a.node is None else a.node.encode())]
-        for alert in alerts:
-            key = alert.id.encode()
-            plain = alert_record(alert)
-            value = self.seal(plain, s.topic_alerts, key) if s.encrypt_alerts else plain
-            futs.append(await self.send(s.topic_alerts, key, value))
-        t3 = time.perf_counter()
-        if self.webhooks is not None and alerts:
-            self._queue_webhooks([a.to_dict() for a in alerts])
+        previous = self._publishing
+
+        async def publish() -> tuple[list[Awaitable[Any]], int, list[Alert], float, float]:
+            if previous is not None:
+                await previous  # the batch before is with the producer first (and did not fail)
+            t_start = time.perf_counter()
+            published = 0
+            futs = [await dead for dead in acks]  # dead letters first
+            ranges = {k: [batch.start.get(k, 0), e] for k, e in batch.end.items() if e > batch.start.get(k, 0)}
+            for pred in result.predictions:
+                key = pred.node.encode()
+                if not owns(key):
+                    continue
+                plain = prediction_record(pred, pid=prediction_id(batch.id, pred.node), model_version=version,
+                                          batch=batch.id, offsets=ranges, now=time.time())
+                futs.append(await self.send(s.topic_predictions, key, self.seal(plain, s.topic_predictions, key)))
+                published += 1
+            alerts = [a for a in result.alerts if owns(edge_key(a.src, a.dst) if a.node is None else a.node.encode())]
+            for alert in alerts:
+                key = alert.id.encode()
+                plain = alert_record(alert)
+                value = self.seal(plain, s.topic_alerts, key) if s.encrypt_alerts else plain
+                futs.append(await self.send(s.topic_alerts, key, value))
+            if self.webhooks is not None and alerts:
+                self._queue_webhooks([a.to_dict() for a in alerts])
+            return futs, published, alerts, time.perf_counter() - t_start, time.perf_counter()
+
+        publishing = self._publishing = asyncio.ensure_future(publish())
 
         async def acknowledged() -> int:  # the rest of the batch, once every output is acknowledged
+            futs, published, alerts, seal_secs, t3 = await publishing
             await asyncio.gather(*futs)
             done = time.time()
             m = self.metrics
@@ -180,8 +191,8 @@ class Pipeline:
                     self.live.predictions.append({"id": prediction_id(batch.id, pred.node), "batch": batch.id,
                                                   "model_version": version, "partners": len(pred.partners),
                                                   "node": pred.node, "top": pred.partners[:3]})
-            stages = {"decode": t1 - t0, "process": t2 - t1, "seal": t3 - t2, "produce": done - now - (t3 - t0)}
-            for stage, secs in stages.items():  # produce: the ack wait, which overlaps the next batch
+            stages = {"decode": t1 - t0, "process": t2 - t1, "seal": seal_secs, "produce": time.perf_counter() - t3}
+            for stage, secs in stages.items():  # seal and produce overlap the next batch's processing
                 m.inc("stage_seconds_total", secs, help="time spent per pipeline stage", stage=stage)
             for stage, secs in result.timings.items():
                 m.inc("stage_seconds_total", secs, stage=stage)

@@ -34,7 +34,7 @@ def test_two_workers_union_equals_one(broker, tmp_path: Path) -> None:  # noqa: 
     ensure_topics(s, broker.bootstrap)
     ring = KeyRing.generate("scale")
     common = {"LEPTON_KEYS": ring.serialise().strip(), "LEPTON_REFIT_EVERY": str(10**9),  # one fixed model
-              "LEPTON_BATCH_WINDOW": "0.8", "LEPTON_MAX_BATCH": str(2 * WAVE), "LEPTON_BATCH_MODE": "fixed"}
+              "LEPTON_BATCH_WINDOW": "1.2", "LEPTON_MAX_BATCH": str(2 * WAVE), "LEPTON_BATCH_MODE": "fixed"}
     solo_topic = f"{tag}.solo.predictions"
     solo_s = s.model_copy(update={"topic_predictions": solo_topic, "app_id": f"{tag}-solo"})
     ensure_topics(solo_s, broker.bootstrap)

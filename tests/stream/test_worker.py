@@ -1,5 +1,6 @@
-"""Pipeline: a batch's outputs are queued in order before the next batch may start; its
-metrics wait for every ack (the worker overlaps those acks with the next batch)."""
+"""Pipeline: a batch's outputs reach the producer in batch order while the next batch is being
+processed; its metrics wait for every ack (the worker overlaps sealing, sending and acks with
+the next batch)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import json
 
 from gnn.processor import Processor, ProcessorConfig
+from security.envelope import open_envelope
 from security.keys import KeyRing
 from stream.settings import Settings
 from stream.source import Batch, Record
@@ -20,35 +22,41 @@ def _batch(first: int, n: int) -> Batch:
     return Batch(records=records, start={"t.edges:0": first}, end={"t.edges:0": first + n + 1})
 
 
-def test_outputs_are_queued_in_order_and_metrics_wait_for_acks() -> None:
-    queued: list[tuple[str, int]] = []
+def test_outputs_keep_batch_order_and_metrics_wait_for_acks() -> None:
+    ring = KeyRing.generate("k")
+    queued: list[tuple[str, str]] = []  # (topic, batch id) in the order the producer got them
     acks: list[asyncio.Future] = []
 
     async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
-        queued.append((topic, len(acks)))
+        await asyncio.sleep(0.003)  # a slow producer: the first batch is still sending when the second is ready
+        batch = "" if topic == "t.deadletter" else json.loads(open_envelope(value, keyring=ring, topic=topic,
+                                                                            key=key))["batch"]
+        queued.append((topic, batch))
         acks.append(asyncio.get_running_loop().create_future())
         return acks[-1]
 
     settings = Settings(app_id="t", topic_edges="t.edges", topic_nodes="t.nodes", topic_predictions="t.predictions",
                         topic_alerts="t.alerts", topic_deadletter="t.deadletter")
     p = Pipeline(settings=settings, processor=Processor(ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=3)),
-                 keyring=KeyRing.generate("k"), send=send)
+                 keyring=ring, send=send)
+    one, two = _batch(0, 40), _batch(41, 40)
 
     async def scenario() -> None:
-        first = await asyncio.wait_for(p.start(_batch(0, 40)), 10)  # returns without any ack
-        n_first = len(queued)  # every output of the batch is with the producer when start returns
-        assert n_first > 2 and queued[0][0] == "t.deadletter"
-        assert all(topic == "t.predictions" for topic, _ in queued[1:])
-        second = await asyncio.wait_for(p.start(_batch(41, 40)), 10)  # while the first's acks are out
-        assert len(queued) > n_first and [i for _, i in queued] == list(range(len(queued)))
+        first = await asyncio.wait_for(p.start(one), 10)  # returns without any ack
+        second = await asyncio.wait_for(p.start(two), 10)  # the first's outputs go out meanwhile
         done = asyncio.ensure_future(first)
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.shield(p._publishing), 10)  # both batches are with the producer
+        batches = [b for t, b in queued if t == "t.predictions"]
+        n_first = batches.count(one.id)
+        assert n_first > 2 and batches == [one.id] * n_first + [two.id] * (len(batches) - n_first)  # batch order
+        assert [t for t, _ in queued].count("t.deadletter") == 2
         assert not done.done() and "lepton_batches_total" not in p.metrics.render()
-        for fut in acks[:n_first]:
+        cut = queued.index(("t.deadletter", ""), 1)  # the second batch starts with its dead letter
+        for fut in acks[:cut]:
             fut.set_result(None)
         assert await done == 40  # applied, counted once its acks are in
         assert "lepton_batches_total 1" in p.metrics.render()
-        for fut in acks[n_first:]:
+        for fut in acks[cut:]:
             fut.set_result(None)
         assert await second == 40 and "lepton_batches_total 2" in p.metrics.render()
 

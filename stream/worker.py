@@ -1,9 +1,9 @@
 """The worker: consume the input topics in micro-batches, call the core, publish outputs.
 
-One batch: journal its offsets → decode → ``Processor.process`` → seal → hand every output to
-the producer, in order → (while the next batch is processed) await every ack → commit the owned
-partitions' offsets, batch after batch → (every N events or T seconds, with no batch in flight)
-snapshot the state.
+One batch: journal its offsets → decode → ``Processor.process`` → (while the next batch is
+processed) seal and hand every output to the producer, after the previous batch's → await every
+ack → commit the owned partitions' offsets, batch after batch → (every N events or T seconds,
+with no batch in flight) snapshot the state.
 :class:`Pipeline` holds the byte-level work; :class:`Worker` owns the loop, the Kafka clients,
 recovery (newest snapshot + journal replay) and graceful shutdown.
 """

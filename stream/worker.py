@@ -136,7 +136,7 @@ class Pipeline:
                 await previous  # the batch before is with the producer first (and did not fail)
             t_start = time.perf_counter()
             published = 0
-            futs = [await dead for dead in acks]  # dead letters first
+            futs = [_quiet(await dead) for dead in acks]  # dead letters first
             ranges = {k: [batch.start.get(k, 0), e] for k, e in batch.end.items() if e > batch.start.get(k, 0)}
             for pred in result.predictions:
                 key = pred.node.encode()
@@ -144,19 +144,20 @@ class Pipeline:
                     continue
                 plain = prediction_record(pred, pid=prediction_id(batch.id, pred.node), model_version=version,
                                           batch=batch.id, offsets=ranges, now=time.time())
-                futs.append(await self.send(s.topic_predictions, key, self.seal(plain, s.topic_predictions, key)))
+                sealed = self.seal(plain, s.topic_predictions, key)
+                futs.append(_quiet(await self.send(s.topic_predictions, key, sealed)))
                 published += 1
             alerts = [a for a in result.alerts if owns(edge_key(a.src, a.dst) if a.node is None else a.node.encode())]
             for alert in alerts:
                 key = alert.id.encode()
                 plain = alert_record(alert)
                 value = self.seal(plain, s.topic_alerts, key) if s.encrypt_alerts else plain
-                futs.append(await self.send(s.topic_alerts, key, value))
+                futs.append(_quiet(await self.send(s.topic_alerts, key, value)))
             if self.webhooks is not None and alerts:
                 self._queue_webhooks([a.to_dict() for a in alerts])
             return futs, published, alerts, time.perf_counter() - t_start, time.perf_counter()
 
-        publishing = self._publishing = asyncio.ensure_future(publish())
+        publishing = self._publishing = _quiet(publish())
 
         async def acknowledged() -> int:  # the rest of the batch, once every output is acknowledged
             futs, published, alerts, seal_secs, t3 = await publishing
@@ -599,6 +600,15 @@ def _die_with_parent(parent: int) -> None:
         pass
     if os.getppid() != parent:  # it died before the signal was armed
         os._exit(1)
+
+
+def _quiet(aw: Awaitable[Any]) -> asyncio.Future:
+    """``aw`` as a future whose error counts as seen once it is done. A failed batch stops the
+    worker with its first error (through the chain of commits); without this every later ack
+    and batch would also log "exception was never retrieved" — hundreds of lines per outage."""
+    fut = asyncio.ensure_future(aw)
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return fut
 
 
 def prediction_id(batch_id: str, node: str) -> str:

@@ -124,8 +124,11 @@ class Pipeline:
             except EventError as err:
                 acks.append(self._deadletter(r, err, now))
         t1 = time.perf_counter()
+        # scored as of the batch's newest event, not the wall clock: the result is a function of
+        # the batch's offsets, so a replay or another worker publishes the same content per id
+        at = max((e.ts for e in valid), default=now)
         # in a thread: the event loop keeps heartbeating the group and serving /healthz meanwhile
-        result = await asyncio.to_thread(self.processor.process, valid, now, stamps)
+        result = await asyncio.to_thread(self.processor.process, valid, at, stamps)
         t2 = time.perf_counter()
         self.batches += 1
         version = self.processor.model_version

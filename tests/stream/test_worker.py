@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
+import numpy as np
+
+from gnn.linkpred import LogisticDecoder, PairFeatures
 from gnn.processor import Processor, ProcessorConfig
 from security.envelope import open_envelope
 from security.keys import KeyRing
 from stream.settings import Settings
 from stream.source import Batch, Record
 from stream.worker import Pipeline
+
+
+_SETTINGS = Settings(app_id="t", topic_edges="t.edges", topic_nodes="t.nodes", topic_predictions="t.predictions",
+                     topic_alerts="t.alerts", topic_deadletter="t.deadletter")
 
 
 def _batch(first: int, n: int) -> Batch:
@@ -61,3 +69,35 @@ def test_outputs_keep_batch_order_and_metrics_wait_for_acks() -> None:
         assert await second == 40 and "lepton_batches_total 2" in p.metrics.render()
 
     asyncio.run(scenario())
+
+
+def test_a_batch_predicts_the_same_whenever_it_is_processed() -> None:
+    """Predictions depend on the batch's offsets only, not on the wall clock at processing:
+    a replay after a crash, or another worker, republishes the same id with the same content."""
+    ring = KeyRing.generate("k")
+    t0 = time.time()  # events stamped "now": node ages are seconds, where a clock would show
+    records = [Record("t.edges", 0, i, t0 - 5 + i * 0.1, None,
+                      json.dumps({"src": f"n{i % 9}", "dst": f"n{(i * 4) % 13 + 9}"}).encode()) for i in range(40)]
+    batch = Batch(records=records, start={"t.edges:0": 0}, end={"t.edges:0": 40})
+    x = np.random.default_rng(0).normal(size=(400, len(PairFeatures.NAMES)))
+    age = PairFeatures.NAMES.index("log_age_u")
+    decoder = LogisticDecoder().fit(x, (x[:, age] + 0.3 * x[:, 7] > 0).astype(float))  # a fitted model reads node ages
+
+    def run() -> list[dict]:
+        out: list[dict] = []
+
+        async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
+            out.append(json.loads(open_envelope(value, keyring=ring, topic=topic, key=key)))
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+        p = Pipeline(settings=_SETTINGS, processor=Processor(ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=3)),
+                     keyring=ring, send=send)
+        p.processor.install(decoder)
+        asyncio.run(p.handle(batch))
+        return [{k: r[k] for k in ("id", "node", "predictions")} for r in out]
+
+    first = run()
+    time.sleep(1.5)  # a worker processing the same offsets later
+    assert len(first) > 10 and run() == first

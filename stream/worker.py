@@ -107,7 +107,7 @@ class Pipeline:
         them and their acks, records the batch's metrics and gives the events applied."""
         s = self.settings
         self._maybe_reload()
-        self._swap_model()
+        await self._swap_model()
         t0 = time.perf_counter()
         now = time.time()
         acks: list[Awaitable[Any]] = []
@@ -237,19 +237,33 @@ class Pipeline:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _swap_model(self) -> None:
-        """Install a finished background fit (between batches) and start the next one if due."""
-        fut = self._training
-        if fut is not None and fut.done():
-            self._training = None
+    def install_pending(self) -> None:
+        """Wait for the background fit in flight, if any, and install it (a no-op without one).
+
+        A fit started before batch N is installed before batch N+1, waiting for it when it is
+        slower than a batch: which batch first uses a new decoder is then a function of the
+        offsets, like everything else a batch publishes. A snapshot calls this first, so no fit
+        is ever lost in flight and a replay installs the same models at the same batches."""
+        fut, self._training = self._training, None
+        if fut is None:
+            return
+        try:
+            version = self.processor.install(fut.result())
+            self.metrics.inc("model_swaps_total", help="decoder hot swaps")
+            log.info("model swapped: %s", version)
+        except Exception as err:  # noqa: BLE001 - a failed fit keeps the current model
+            log.error("online training failed, keeping %s: %s", self.processor.model_version, err)
+            self.metrics.inc("training_failures_total", help="online fits that failed")
+
+    async def _swap_model(self) -> None:
+        """Install the fit started before the previous batch, then start the next one if due."""
+        if self._training is not None:
             try:
-                version = self.processor.install(fut.result())
-                self.metrics.inc("model_swaps_total", help="decoder hot swaps")
-                log.info("model swapped: %s", version)
-            except Exception as err:  # noqa: BLE001 - a failed fit keeps the current model
-                log.error("online training failed, keeping %s: %s", self.processor.model_version, err)
-                self.metrics.inc("training_failures_total", help="online fits that failed")
-        if self._training is None and self.trainer is not None:
+                await asyncio.wrap_future(self._training)  # the loop keeps serving meanwhile
+            except Exception:  # noqa: BLE001 - install_pending reports it
+                pass
+            self.install_pending()
+        if self.trainer is not None:
             job = self.processor.training_job()
             if job is not None:
                 self._training = self.trainer.submit(job)
@@ -407,6 +421,7 @@ class Worker:
         or where a background one cannot run); empties the journal."""
         assert self.source is not None
         self._reap_snapshot(wait=True)  # one writer at a time
+        self.pipeline.install_pending()  # no fit is lost in flight
         t0 = time.perf_counter()
         path = save_snapshot(self.pipeline.processor, self.snapshots,
                              meta={"offsets": self.source.positions, "totals": dict(self.totals)},
@@ -424,6 +439,7 @@ class Worker:
         assert self.source is not None
         if self._child is not None or not hasattr(os, "fork") or self.pipeline.processor.engine.device.type != "cpu":
             return False
+        self.pipeline.install_pending()  # no fit is lost in flight
         offsets, meta = dict(self.source.positions), {"totals": dict(self.totals)}
         t0, parent = time.perf_counter(), os.getpid()
         pid = os.fork()

@@ -101,3 +101,45 @@ def test_a_batch_predicts_the_same_whenever_it_is_processed() -> None:
     first = run()
     time.sleep(1.5)  # a worker processing the same offsets later
     assert len(first) > 10 and run() == first
+
+
+def test_a_fit_started_before_a_batch_is_installed_before_the_next() -> None:
+    """Which batch first uses a new decoder depends on the offsets, not on how fast the fit ran:
+    here the trainer's one thread is busy for 2 s, and batch 4 still waits for the fit that
+    batch 3 started (1,000 samples = 500 edges: due at batch 3's start)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ring = KeyRing.generate("k")
+    versions: list[tuple[str, str]] = []  # (batch id, model version) per published prediction
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
+        if topic == "t.predictions":
+            r = json.loads(open_envelope(value, keyring=ring, topic=topic, key=key))
+            versions.append((r["batch"], r["model_version"]))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    trainer = ThreadPoolExecutor(1)
+    p = Pipeline(settings=_SETTINGS, processor=Processor(ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=2)),
+                 keyring=ring, send=send, trainer=trainer)
+    rng = np.random.default_rng(1)
+    batches = []
+    for b in range(4):
+        ends = rng.integers(0, 400, (300, 2))
+        records = [Record("t.edges", 0, b * 300 + i, 0.0, None, json.dumps({"src": f"n{u}", "dst": f"n{v}"}).encode())
+                   for i, (u, v) in enumerate(ends)]
+        batches.append(Batch(records=records, start={"t.edges:0": b * 300}, end={"t.edges:0": (b + 1) * 300}))
+    try:
+        trainer.submit(time.sleep, 2.0)  # a slow fit: the first one queues behind this
+
+        async def scenario() -> None:
+            for batch in batches:
+                await p.handle(batch)
+
+        asyncio.run(scenario())
+    finally:
+        trainer.shutdown()
+    by_batch = {b.id: {v for bid, v in versions if bid == b.id} for b in batches}
+    assert [by_batch[b.id] for b in batches[:3]] == [{"sage-0/untrained"}] * 3
+    assert by_batch[batches[3].id] == {"sage-0/lr-1"}

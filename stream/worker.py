@@ -158,7 +158,8 @@ class Pipeline:
                 futs.append(_quiet(await self.send(s.topic_alerts, key, value)))
             if self.webhooks is not None and alerts:
                 self._queue_webhooks([a.to_dict() for a in alerts])
-            return futs, published, alerts, time.perf_counter() - t_start, time.perf_counter()
+            t_end = time.perf_counter()
+            return futs, published, alerts, t_end - t_start, t_end
 
         publishing = self._publishing = _quiet(publish())
 

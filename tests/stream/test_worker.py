@@ -23,6 +23,19 @@ _SETTINGS = Settings(app_id="t", topic_edges="t.edges", topic_nodes="t.nodes", t
                      topic_alerts="t.alerts", topic_deadletter="t.deadletter")
 
 
+def _opening_send(ring: KeyRing, out: list[dict]):  # noqa: ANN202
+    """A producer that acknowledges at once and keeps every sealed record, opened."""
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
+        if topic != "t.deadletter":
+            out.append(json.loads(open_envelope(value, keyring=ring, topic=topic, key=key)))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    return send
+
+
 def _batch(first: int, n: int) -> Batch:
     records = [Record("t.edges", 0, first + i, 0.0, None, json.dumps({"src": f"n{i % 7}", "dst": f"n{i % 5 + 7}"}).encode())
                for i in range(n)]
@@ -43,9 +56,7 @@ def test_outputs_keep_batch_order_and_metrics_wait_for_acks() -> None:
         acks.append(asyncio.get_running_loop().create_future())
         return acks[-1]
 
-    settings = Settings(app_id="t", topic_edges="t.edges", topic_nodes="t.nodes", topic_predictions="t.predictions",
-                        topic_alerts="t.alerts", topic_deadletter="t.deadletter")
-    p = Pipeline(settings=settings, processor=Processor(ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=3)),
+    p = Pipeline(settings=_SETTINGS, processor=Processor(ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=3)),
                  keyring=ring, send=send)
     one, two = _batch(0, 40), _batch(41, 40)
 
@@ -85,15 +96,8 @@ def test_a_batch_predicts_the_same_whenever_it_is_processed() -> None:
 
     def run() -> list[dict]:
         out: list[dict] = []
-
-        async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
-            out.append(json.loads(open_envelope(value, keyring=ring, topic=topic, key=key)))
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(None)
-            return fut
-
         p = Pipeline(settings=_SETTINGS, processor=Processor(ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=3)),
-                     keyring=ring, send=send)
+                     keyring=ring, send=_opening_send(ring, out))
         p.processor.install(decoder)
         asyncio.run(p.handle(batch))
         return [{k: r[k] for k in ("id", "node", "predictions")} for r in out]
@@ -110,19 +114,10 @@ def test_a_fit_started_before_a_batch_is_installed_before_the_next() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     ring = KeyRing.generate("k")
-    versions: list[tuple[str, str]] = []  # (batch id, model version) per published prediction
-
-    async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
-        if topic == "t.predictions":
-            r = json.loads(open_envelope(value, keyring=ring, topic=topic, key=key))
-            versions.append((r["batch"], r["model_version"]))
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
+    out: list[dict] = []
     trainer = ThreadPoolExecutor(1)
     p = Pipeline(settings=_SETTINGS, processor=Processor(ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=2)),
-                 keyring=ring, send=send, trainer=trainer)
+                 keyring=ring, send=_opening_send(ring, out), trainer=trainer)
     rng = np.random.default_rng(1)
     batches = []
     for b in range(4):
@@ -140,6 +135,7 @@ def test_a_fit_started_before_a_batch_is_installed_before_the_next() -> None:
         asyncio.run(scenario())
     finally:
         trainer.shutdown()
+    versions = [(r["batch"], r["model_version"]) for r in out if r["type"] == "prediction"]
     by_batch = {b.id: {v for bid, v in versions if bid == b.id} for b in batches}
     assert [by_batch[b.id] for b in batches[:3]] == [{"sage-0/untrained"}] * 3
     assert by_batch[batches[3].id] == {"sage-0/lr-1"}

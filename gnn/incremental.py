@@ -37,12 +37,11 @@ import torch
 
 from gnn.features import NodeFeatures
 from gnn.graph import CSR, Applied, DynamicGraph, distinct
-from gnn.kernels import Backend, aggregate, pad_rows, resolve_backend, row_weight_sums
+from gnn.kernels import Backend, aggregate, pad_rows, resolve_backend, row_weight_sums, scatter_sum
 from gnn.model import GraphSAGE
 
 __all__ = ["Engine", "UpdateStats"]
 
-_SCATTER_CHUNK = 1 << 18  # arcs per index_add_ call (bounds the temporary [chunk, d] buffer)
 _RESUM_FRACTION = 0.25  # more final rows rewritten than this share: the mean's sum is redone, not corrected
 
 
@@ -204,15 +203,8 @@ class Engine:
         if len(hit):  # 2. values, to out-neighbours: summed per batch in a compact buffer, then added once
             slot = np.empty(n, np.int64)
             slot[hit] = np.arange(len(hit))
-            at = slot[targets]
             dz = _project(layer, delta).float()  # a batch's increments are small: float32 sums them exactly enough
-            buf = torch.zeros((len(hit), dz.shape[1]), device=dev)
-            for lo in range(0, len(targets), _SCATTER_CHUNK):
-                part = slice(lo, lo + _SCATTER_CHUNK)
-                upd = dz[_t(pos[part], dev)]
-                if self.op == "wmean":
-                    upd *= _t(weight[part], dev)[:, None]  # stored float32
-                buf.index_add_(0, _t(at[part], dev), upd)
+            buf = scatter_sum(dz, pos, slot[targets], len(hit), weight if self.op == "wmean" else None, self.backend)
             p.index_add_(0, _t(hit, dev), buf.double())
         nxt = _union([rows, hit, struct], n)
         return nxt[nxt > 0], len(targets), False

@@ -16,6 +16,11 @@ Backends:
   slice by slice, which keeps them on libxsmm too (see ``_dgl_weighted``).
 - ``torch``: ``torch.sparse_csr_tensor @ x`` with int32 indices; runs on CUDA.
 - ``auto``: DGL on CPU; torch on CUDA unless the installed DGL was built with CUDA.
+
+``scatter_sum(x, src, dst, n_out)`` is the same sum over an arbitrary arc list (no CSR):
+``out[dst[i]] += w[i] * x[src[i]]``. The incremental engine pushes changed activations to
+their out-neighbours with it; DGL's kernel runs it in parallel after its own (parallel) sort
+into CSC, ~3.5x torch's serial ``index_add_`` on a million arcs.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from gnn.graph import CSR
 # torch 2.2 warns on every CSR construction that the API is "beta"; we pin the version and test it.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-__all__ = ["aggregate", "resolve_backend", "row_weight_sums", "torch_csr", "pad_rows", "Backend", "Op", "dgl_available"]
+__all__ = ["aggregate", "scatter_sum", "resolve_backend", "row_weight_sums", "torch_csr", "pad_rows", "Backend", "Op",
+           "dgl_available"]
 
 Backend = Literal["auto", "dgl", "torch"]
 Op = Literal["sum", "wsum", "mean", "wmean"]
@@ -57,6 +63,25 @@ def aggregate(csr: CSR, x: torch.Tensor, op: Op = "mean", backend: Backend = "au
     d = torch.from_numpy(denom.astype(np.float32)).to(x.device)
     safe = torch.where(d == 0, torch.ones_like(d), d)
     return torch.where((d == 0)[:, None], torch.zeros_like(out), out / safe[:, None])
+
+
+def scatter_sum(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, n_out: int, weight: np.ndarray | None = None,
+                backend: Backend = "auto") -> torch.Tensor:
+    """``[n_out, d]``: ``out[dst[i]] += weight[i] * x[src[i]]`` over arcs ``i`` (weight 1 when None)."""
+    if len(src) != len(dst) or (weight is not None and len(weight) != len(src)):
+        raise KernelError(f"src, dst and weight must have one entry per arc, got {len(src)}, {len(dst)}, "
+                          f"{None if weight is None else len(weight)}")
+    name = resolve_backend(backend, x.device)
+    if name == "dgl" and len(src) and max(x.shape[0], n_out) < 2**31:
+        return _dgl_scatter(x, src, dst, n_out, weight)
+    out = x.new_zeros((n_out, x.shape[1]))
+    for lo in range(0, len(src), _SCATTER_CHUNK):  # bounds the gathered [chunk, d] temporary
+        part = slice(lo, lo + _SCATTER_CHUNK)
+        upd = x[_tensor(src[part], x.device)]
+        if weight is not None:
+            upd *= torch.from_numpy(np.ascontiguousarray(weight[part])).to(x.device, x.dtype)[:, None]
+        out.index_add_(0, _tensor(dst[part], x.device), upd)
+    return out
 
 
 def resolve_backend(backend: Backend, device: torch.device | str = "cpu") -> str:
@@ -115,6 +140,22 @@ def _dgl_spmm(csr: CSR, x: torch.Tensor, weighted: bool) -> torch.Tensor:
     return dgl.ops.gspmm(g, "copy_lhs", "sum", x, None)
 
 
+def _dgl_scatter(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, n_out: int,
+                 weight: np.ndarray | None) -> torch.Tensor:
+    dgl = _dgl()
+    g = dgl.create_block((torch.from_numpy(src.astype(np.int32)), torch.from_numpy(dst.astype(np.int32))),
+                         num_src_nodes=x.shape[0], num_dst_nodes=n_out, idtype=torch.int32, device=x.device)
+    if weight is None:
+        return dgl.ops.gspmm(g, "copy_lhs", "sum", x, None)
+    w = torch.from_numpy(np.ascontiguousarray(weight)).to(x.device, x.dtype)[:, None]
+    return dgl.ops.gspmm(g, "mul", "sum", x, w)  # the [E, 1] broadcast: still ~1.1x index_add_ here
+
+
+def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
+_SCATTER_CHUNK = 1 << 18  # arcs per index_add_ call in scatter_sum's torch path
 _WEIGHT_BYTES = 1 << 26  # expanded edge weights per DGL call (64 MiB)
 
 

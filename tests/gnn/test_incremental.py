@@ -50,12 +50,13 @@ def _run(eng: Engine, seq: list) -> None:
 
 @settings(max_examples=220, deadline=None)
 @given(st.lists(step, min_size=1, max_size=12), st.booleans(), st.sampled_from(["mean", "wmean", "sum"]),
-       st.sampled_from([0.35, 1.1]))
+       st.sampled_from([0.35, 1.1]), st.sampled_from(["torch"] + (["dgl"] if dgl_available() else [])))
 @example(  # found by hypothesis: summed float32 weights, then a remove; the weight sum must cancel to exactly 0
     seq=[("add", [(0, 0, 1.0)]), ("add", [(0, 0, 1.0), (0, 0, 1.0), (0, 0, 1.2568113803863525)]),
-         ("remove", [(0, 0, 1.0)])], directed=False, aggregator="wmean", full_fraction=0.35)
-def test_incremental_equals_full_recompute(seq: list, directed: bool, aggregator: str, full_fraction: float) -> None:
-    eng = _engine(directed, aggregator, "torch", full_fraction)
+         ("remove", [(0, 0, 1.0)])], directed=False, aggregator="wmean", full_fraction=0.35, backend="torch")
+def test_incremental_equals_full_recompute(seq: list, directed: bool, aggregator: str, full_fraction: float,
+                                           backend: str) -> None:
+    eng = _engine(directed, aggregator, backend, full_fraction)
     eng.mean_embedding()  # the running sum starts here and follows every change below
     _run(eng, seq)
     got = eng.embeddings

@@ -22,7 +22,7 @@ import torch
 
 __all__ = ["IVFIndex"]
 
-_QUERY_CHUNK = 1024  # queries per padded similarity buffer (bounds it to ~1024 x probed rows)
+_BUFFER_FLOATS = 1 << 25  # similarities per padded buffer (128 MiB): bounds the queries per chunk
 
 
 class IVFIndex:
@@ -81,18 +81,23 @@ class IVFIndex:
         queries = np.asarray(queries, np.int64)
         if len(queries) == 0:
             return np.zeros((0, k), np.int64)
-        return np.concatenate([self._search(h, queries[i:i + _QUERY_CHUNK], k, n_rows)
-                               for i in range(0, len(queries), _QUERY_CHUNK)])
-
-    # ---- helpers ------------------------------------------------------------------------------
-    def _search(self, h: torch.Tensor, queries: np.ndarray, k: int, n_rows: int) -> np.ndarray:
-        """One chunk of queries: each query's similarities to every row of its probed cells are
-        written side by side into one row of a padded buffer (one product per cell), then a single
-        top-k per query picks the best — one top-k call in all instead of one per cell."""
-        dev = self._table.device
-        q = torch.from_numpy(queries).to(dev)
+        q = torch.from_numpy(queries).to(self._table.device)
         qv = self._unit(h[q])
         probe = (qv @ self._cent.T).topk(min(self.nprobe, len(self._cent)), dim=1).indices.cpu().numpy()
+        width = np.diff(self._start)[probe].sum(1)  # each query's similarity row: its probed cells side by side
+        step = max(1, _BUFFER_FLOATS // max(int(width.max()), 1))  # queries per padded buffer
+        return np.concatenate([self._search(h, q[i:i + step], qv[i:i + step], probe[i:i + step], k, n_rows)
+                               for i in range(0, len(queries), step)])
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _search(self, h: torch.Tensor, q: torch.Tensor, qv: torch.Tensor, probe: np.ndarray, k: int,
+                n_rows: int) -> np.ndarray:
+        """One chunk of queries: each query's similarities to every row of its probed cells are
+        written side by side into one row of a padded buffer (one product per cell), then a single
+        top-k per query picks the best — one top-k call in all instead of one per cell. Big chunks
+        matter: the loop over cells costs per chunk (8,000 queries at 100k nodes: 1,024 per chunk
+        585–678 ms, one chunk 387–418 ms)."""
+        dev = self._table.device
         nq, p = probe.shape
         lens = np.diff(self._start)[probe]  # [queries, probes]: rows of each probed cell
         col0 = np.cumsum(lens, axis=1) - lens  # where each probed cell's block starts in its query's row

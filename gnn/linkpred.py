@@ -25,6 +25,7 @@ import torch
 
 from gnn.anomaly import NodeActivity, grown
 from gnn.graph import DynamicGraph
+from gnn.pair_times import PairTimes
 
 __all__ = ["PairFeatures", "LogisticDecoder", "LinkModel"]
 
@@ -39,15 +40,14 @@ class PairFeatures:
     def __init__(self, graph: DynamicGraph, *, tau: float = 86_400.0 * 7, activity_window: float = 1000.0) -> None:
         self.graph = graph
         self.tau = tau
-        self._last: dict[int, float] = {}
+        self._last = PairTimes()  # per pair (``_key``): time of its last interaction
         self._node_last = np.full(0, np.nan)  # per dense node id: time of its last interaction
         self.activity = NodeActivity(window=activity_window)  # recent edges per node, on an edge clock
 
     def observe(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray) -> None:
         """Remember the time of each interaction (dense ids, after the graph applied them)."""
         ts = np.asarray(ts, np.float64)
-        for k, t in zip(_key(u, v).tolist(), ts.tolist()):
-            self._last[k] = t
+        self._last.set(_key(u, v), ts)
         nodes, times = np.r_[np.asarray(u, np.int64), np.asarray(v, np.int64)], np.r_[ts, ts]
         if len(nodes):
             self._node_last = grown(self._node_last, int(nodes.max()) + 1, np.nan)
@@ -80,8 +80,7 @@ class PairFeatures:
         a, b, t = u[known], v[known], np.asarray(ts, np.float64)[known]
         deg = g.in_degree().astype(np.float64)
         seen, w = g.edge_lookup(a, b)
-        last = self._last
-        t_last = np.array([last.get(k, np.nan) for k in _key(a, b).tolist()], np.float64)
+        t_last = self._last.get(_key(a, b))
         age = np.maximum(t - np.nan_to_num(t_last, nan=-np.inf), 0.0)  # never seen: infinitely old
         rec = np.exp(-age / self.tau)
         cn, aa = _common_neighbours(g, a, b, deg, emb.device)
@@ -97,6 +96,14 @@ class PairFeatures:
         f[:, 7] = (ha * hb).sum(1).cpu().numpy()
         out[known] = f
         return out
+
+    def __setstate__(self, state: dict) -> None:
+        last = state.get("_last")
+        if isinstance(last, dict):  # snapshots before PairTimes held a dict
+            state["_last"] = PairTimes()
+            state["_last"].set(np.fromiter(last.keys(), np.int64, len(last)),
+                               np.fromiter(last.values(), np.float64, len(last)))
+        self.__dict__.update(state)
 
     def _age(self, nodes: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log1p seconds since the node's last interaction, 1 if it never interacted)."""

@@ -18,12 +18,14 @@ def test_pair_features_match_brute_force() -> None:
     g.node_ids([f"n{i}" for i in range(40)], create=True)
     feats = PairFeatures(g, tau=10.0)
     node_last: dict[int, float] = {}
+    pair_last: dict[tuple[int, int], float] = {}
     _observed: tuple[list[int], list[int]] = ([], [])
     for step in range(5):  # several batches: base + delta arcs, some removals
         s, d = rng.integers(1, 35, 60), rng.integers(1, 35, 60)  # nodes 35..40 never interact
         g.add_edges(s, d)
         feats.observe(s, d, np.full(60, float(step)))
         node_last.update({int(x): float(step) for x in np.r_[s, d]})
+        pair_last.update({(min(x, y), max(x, y)): float(step) for x, y in zip(s.tolist(), d.tolist())})
         _observed[0].extend(s.tolist())
         _observed[1].extend(d.tolist())
         g.remove_edges(s[:5], d[:5])
@@ -43,7 +45,7 @@ def test_pair_features_match_brute_force() -> None:
         assert got[i, 3] == pytest.approx(math.log1p(deg[a])) and got[i, 4] == pytest.approx(math.log1p(deg[b]))
         assert got[i, 5] == pytest.approx(math.log1p(len(common)))
         assert got[i, 6] == pytest.approx(sum(1 / math.log(max(deg[c], 2)) for c in common))
-        last = feats._last.get((min(a, b) << 32) | max(a, b))
+        last = pair_last.get((min(a, b), max(a, b)))
         assert got[i, 2] == pytest.approx(0.0 if last is None else math.exp(-(7.0 - last) / 10.0))
         for x, age, new in ((a, 9, 11), (b, 10, 12)):  # node activity: log1p(age), or "new"
             assert got[i, new] == (x not in node_last)

@@ -45,7 +45,14 @@ class MidasR:
         self._t0: int | None = None
 
     def score(self, src: np.ndarray, dst: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Score a batch of edges in order (each sees the counts of the ones before it)."""
+        """Score a batch of edges in order (each sees the counts of the ones before it).
+
+        Vectorised across ticks: an edge's current count is the decayed state plus
+        :math:`\\sum_{j \\le i} decay^{t_i - t_j}` over earlier edges of its bucket — one cumulative
+        sum per hash row over a span of ticks, instead of a Python loop per tick (a batch of
+        DARPA's per-minute records spans ~160 ticks). The sum runs over weights
+        :math:`decay^{-(t_j - t_0)}` across all buckets, so a span is cut where the weights could
+        add up past 2^24: the rounding then stays below ~1e-9 of a count."""
         src = np.asarray(src, np.uint64)
         dst = np.asarray(dst, np.uint64)
         ticks = np.floor(np.asarray(ts, np.float64) / self.tick).astype(np.int64)
@@ -55,19 +62,29 @@ class MidasR:
         if self._t is None:
             self._t = self._t0 = int(ticks[0])
         ticks = np.maximum.accumulate(np.maximum(ticks, self._t))  # late events join the current tick
-        starts = np.flatnonzero(np.r_[True, ticks[1:] != ticks[:-1]])
-        ends = np.r_[starts[1:], len(ticks)]
         keys = np.stack([(src << np.uint64(32)) | dst, src, dst])
-        for a, b in zip(starts, ends):
-            t = int(ticks[a])
-            if t > self._t:
-                self._cur *= self.decay ** (t - self._t)
-                self._t = t
-            out[a:b] = self._score_run(keys[:, a:b], t - self._t0 + 1)
+        span = self._span(len(ticks))
+        a = 0
+        while a < len(ticks):  # usually one span: the whole batch
+            b = int(np.searchsorted(ticks, ticks[a] + span, side="left"))
+            out[a:b] = self._score_span(keys[:, a:b], ticks[a:b])
+            a = b
         return out
 
-    def _score_run(self, keys: np.ndarray, t: int) -> np.ndarray:
-        n = keys.shape[1]
+    def _span(self, n: int) -> int:
+        """Ticks per vectorised span: n edges of weight up to decay^-(span - 1) sum below 2^24.
+        One tick (weights all 1: exact integer sums) when that bound allows no more, or decay is 0."""
+        if self.decay == 0:
+            return 1
+        return max(1, 1 + int((24 - np.log2(max(n, 1))) / np.log2(1.0 / self.decay)))
+
+    def _score_span(self, keys: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+        n, first, last = keys.shape[1], int(ticks[0]), int(ticks[-1])
+        rel = (ticks - first).astype(np.float64)
+        grow = (1.0 / self.decay) ** rel if self.decay > 0 else np.ones(n)  # decay^-(t_j - t_0)
+        shrink = self.decay ** rel  # decay^(t_i - t_0); decay^0 = 1
+        carry = self.decay ** (first - self._t)  # the state's counts, decayed to the span's first tick
+        t = (ticks - self._t0 + 1).astype(np.float64)
         best = np.zeros(n, np.float64)
         for part in range(3):
             cur_est = np.full(n, np.inf)
@@ -76,13 +93,24 @@ class MidasR:
                 with np.errstate(over="ignore"):
                     h = ((keys[part] * self._mul[part, r]) >> np.uint64(29)) % np.uint64(self.buckets)
                 b = h.astype(np.int64)
-                seen = _inclusive_cumcount(b)
-                cur_est = np.minimum(cur_est, self._cur[part, r, b] + seen)
+                order = np.argsort(b, kind="stable")  # by bucket, in time order within a bucket
+                sb = b[order]
+                start = np.r_[True, sb[1:] != sb[:-1]]
+                head = np.maximum.accumulate(np.where(start, np.arange(n), 0))
+                cw = np.cumsum(grow[order])
+                within = cw - np.where(head > 0, cw[head - 1], 0.0)  # Σ over the bucket's edges so far
+                cur = np.empty(n)
+                cur[order] = (self._cur[part, r, sb] * carry + within) * shrink[order]
+                seen = np.empty(n)
+                seen[order] = np.arange(n) - head + 1
+                cur_est = np.minimum(cur_est, cur)
                 tot_est = np.minimum(tot_est, self._tot[part, r, b] + seen)
-                cnt = np.bincount(b, minlength=self.buckets)
-                self._cur[part, r] += cnt
-                self._tot[part, r] += cnt
+                last_of = np.r_[np.flatnonzero(start[1:]), n - 1]  # each bucket's last edge (sorted order)
+                self._cur[part, r] *= self.decay ** (last - self._t)
+                self._cur[part, r, sb[last_of]] += within[last_of] * self.decay ** (last - first)
+                self._tot[part, r] += np.bincount(b, minlength=self.buckets)
             best = np.maximum(best, _chi2(cur_est, tot_est, t))
+        self._t = last
         return best
 
 
@@ -327,10 +355,10 @@ def grown(a: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
     return out
 
 
-def _chi2(a: np.ndarray, s: np.ndarray, t: int) -> np.ndarray:
-    if t <= 1:
-        return np.zeros_like(a)
-    return (a - s / t) ** 2 * t * t / (np.maximum(s, 1e-12) * (t - 1))
+def _chi2(a: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """MIDAS's statistic per edge; 0 in the first tick (t = 1), where there is no history."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t > 1, (a - s / t) ** 2 * t * t / (np.maximum(s, 1e-12) * (t - 1)), 0.0)
 
 
 def _inclusive_cumcount(b: np.ndarray) -> np.ndarray:

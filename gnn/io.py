@@ -114,7 +114,7 @@ def _read_snap(p: Path, limit: int | None) -> pd.DataFrame:
     df = _read_snap_arrow(p) if limit is None else None
     if df is None:
         df = pd.read_csv(p, sep=r"\s+", header=None, comment="#", nrows=limit, engine="c", dtype=str)
-        if len(df) and not _numeric(df.iloc[0, 0]) and not _numeric(df.iloc[0, 1]):
+        if len(df) and _header([str(v) for v in df.iloc[0].tolist() if isinstance(v, str)]):
             df = df.iloc[1:]  # a header line such as "src dst time"
     if df.shape[1] < 2:
         raise DatasetError(f"{p}: a SNAP edge list needs at least two columns (src dst [ts [weight]])")
@@ -136,8 +136,7 @@ def _read_snap_arrow(p: Path) -> pd.DataFrame | None:
             if line.startswith(("#", "%")) or not line.strip():
                 skip += 1
                 continue
-            first = line.split()
-            if not (_numeric(first[0]) and _numeric(first[1])):
+            if _header(line.split()):
                 skip += 1  # a header line such as "src dst time"
                 continue
             delim = "\t" if "\t" in line else " "
@@ -188,6 +187,16 @@ def _ids(col: pd.Series) -> np.ndarray:
     if as_num.notna().all() and (as_num % 1 == 0).all():
         return as_num.astype(np.int64).to_numpy()
     return col.astype(str).to_numpy()
+
+
+def _header(tokens: list[str]) -> bool:
+    """Whether a SNAP file's first line names its columns: no numbers where data has them
+    (ids may be strings, so "a b" alone is data unless it names the src/dst columns)."""
+    if len(tokens) < 2 or _numeric(tokens[0]) or _numeric(tokens[1]):
+        return False
+    if len(tokens) > 2:
+        return not _numeric(tokens[2])  # a data row's third column is its time
+    return tokens[0].lower() in _ALIASES["src"] and tokens[1].lower() in _ALIASES["dst"]
 
 
 def _numeric(v: object) -> bool:

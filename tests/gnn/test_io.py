@@ -103,3 +103,18 @@ def test_midas_r_reproduces_the_published_darpa_auc() -> None:
     assert len(df) == 4_554_344
     res = auc_ap(df["label"].to_numpy(), score_midas(df, tick=60.0)["score"])
     assert res["auc"] >= 0.93 and res["ap"] >= 0.95  # paper, MIDAS-R: AUC 0.95, AP 0.97
+
+
+@pytest.mark.parametrize(("text", "rows"), [
+    ("a b 5\nc d 6\n", [("a", "b"), ("c", "d")]),  # string ids: the first line is data
+    ("src dst time\na b 5\n", [("a", "b")]),
+    ("x y\nz w\n", [("x", "y"), ("z", "w")]),
+    ("source target\nx y\n", [("x", "y")]),  # two columns: a header only when it names them
+    ("1 2 5\n3 4 6\n", [("1", "2"), ("3", "4")]),
+])
+@pytest.mark.parametrize("sep", [" ", "  "])  # "  ": the pandas path instead of pyarrow's
+def test_snap_header_is_told_from_string_ids(tmp_path: Path, text: str, rows: list, sep: str) -> None:
+    p = tmp_path / "e.txt"
+    p.write_text(text.replace(" ", sep))
+    t = read_edges(p, "snap")
+    assert list(zip(t["src"].astype(str), t["dst"].astype(str))) == rows

@@ -6,8 +6,10 @@ produced event's (partition, offset, produce time) is known from the broker's ac
 prediction says which input offsets its batch covered. So each event's latency is measured
 exactly: first prediction of the batch that covered it, minus the event's produce time.
 
-The worker's graph is pre-loaded from a snapshot (a power-law graph built offline), so the
-run starts from a realistic graph without replaying millions of events.
+The worker's graph is pre-loaded from a snapshot (a power-law graph built offline, or the
+first edges of a real edge file), so the run starts from a realistic graph without replaying
+millions of events. With a dataset, the events are the file's next edges, in file order, with
+their own timestamps. Every event is encoded before its run starts, so the paced loop only sends.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
@@ -27,9 +29,12 @@ import psutil
 from security.keys import KeyRing
 from stream.demo import WorkerProcess
 from stream.kafka import aiokafka_config, ensure_topics
-from stream.producer import edge_key
+from stream.producer import edge_key, table_events
 from stream.settings import Settings
 from stream.subscriber import open_record
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["E2EConfig", "run_e2e", "sweep"]
 
@@ -44,6 +49,7 @@ class E2EConfig:
     preload_nodes: int = 100_000
     warmup: float = 3.0  # leading seconds of each run left out of the latency figures (cold caches, first fits)
     endpoints: str = "graph"  # graph: endpoints drawn like the pre-loaded graph's; zipf: Zipf(1.6) ids (44 % one node)
+    dataset: str | None = None  # an edge file (any format gnn.io reads): preload its first edges, stream the next
     drain_timeout: float = 120.0
     worker_env: dict[str, str] = field(default_factory=dict)  # LEPTON_* overrides for the worker
     seed: int = 0
@@ -60,8 +66,9 @@ def run_e2e(settings: Settings, bootstrap: str, state_dir: Path, config: E2EConf
     t0 = time.perf_counter()
     if config.endpoints not in ("graph", "zipf"):
         raise ValueError(f"endpoints must be graph or zipf, not {config.endpoints!r}")
-    nodes, pool = _preload(s, state_dir, config)
+    nodes, pool, replay = _preload(s, state_dir, config)
     say(f"preloaded {config.preload_edges:,} edges on {nodes:,} nodes in {time.perf_counter() - t0:.1f}s")
+    events = _Events(config, nodes, pool, replay)
     env = {f"LEPTON_{k.upper()}": v for k, v in names.items()} | {"LEPTON_APP_ID": tag,
                                                                    "LEPTON_KEYS": ring.serialise().strip()}
     worker = WorkerProcess(bootstrap=bootstrap, state_dir=state_dir, env=env | config.worker_env)
@@ -72,8 +79,8 @@ def run_e2e(settings: Settings, bootstrap: str, state_dir: Path, config: E2EConf
         proc = psutil.Process(worker.proc.pid)
         for i, rate in enumerate(rates or [config.rate]):
             say(f"offering {rate:,.0f} events/s for {config.duration:.0f}s")
-            run = asyncio.run(_run_once(s, bootstrap, ring, worker, proc, rate, config, nodes, pool,
-                                        seed=config.seed + i))
+            run = asyncio.run(_run_once(s, bootstrap, ring, worker, proc, rate, config,
+                                        events.next(int(rate * config.duration), seed=config.seed + i)))
             out["runs"].append(run)
             say(json.dumps({k: run[k] for k in ("offered_rate", "throughput", "p50_ms", "p99_ms", "cpu_percent",
                                                  "rss_mb_max")}))
@@ -92,27 +99,58 @@ def sweep(runs: list[dict[str, Any]], p99_ms: float = 250.0) -> dict[str, Any]:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _preload(s: Settings, state_dir: Path, c: E2EConfig) -> tuple[int, np.ndarray]:
-    """A power-law graph, embedded, saved as the worker's snapshot (offsets: topic start);
-    returns the node count and every edge endpoint (drawing from it follows the degrees)."""
+class _Events:
+    """Each run's events as (key, value) bytes: the dataset's next edges in file order (from the
+    start again once used up), or synthetic endpoints (no ``ts``: the record time stands in)."""
+
+    def __init__(self, c: E2EConfig, nodes: int, pool: np.ndarray, replay: "pd.DataFrame | None") -> None:
+        self.c, self.nodes, self.pool, self.replay, self.cursor = c, nodes, pool, replay, 0
+
+    def next(self, total: int, seed: int) -> list[tuple[bytes, bytes]]:
+        if self.replay is not None:
+            if len(self.replay) == 0:
+                raise ValueError(f"{self.c.dataset}: no edges left after the {self.c.preload_edges:,} preloaded")
+            rows = (self.cursor + np.arange(total)) % len(self.replay)
+            self.cursor = int(rows[-1]) + 1 if total else self.cursor
+            return list(table_events(self.replay.iloc[rows]))  # what `lepton produce` sends
+        rng = np.random.default_rng(seed)
+        ids = (rng.zipf(1.6, size=(total, 2)) % self.nodes if self.c.endpoints == "zipf"
+               else self.pool[rng.integers(0, len(self.pool), (total, 2))])  # an endpoint of a random edge: degree-biased
+        return [(edge_key(u, v), json.dumps({"src": str(u), "dst": str(v), "id": f"{seed}-{i}"},
+                                            separators=(",", ":")).encode())
+                for i, (u, v) in enumerate(ids.tolist())]
+
+
+def _preload(s: Settings, state_dir: Path, c: E2EConfig) -> tuple[int, np.ndarray, "pd.DataFrame | None"]:
+    """The pre-loaded graph, embedded, saved as the worker's snapshot (offsets: topic start).
+
+    Returns the node count, every edge endpoint (drawing from it follows the degrees) and,
+    with a dataset, its edges after the preloaded ones (the stream to replay)."""
     import pandas as pd  # noqa: PLC0415
 
+    from gnn.io import read_edges  # noqa: PLC0415
     from gnn.processor import Processor  # noqa: PLC0415
     from gnn.snapshot import save_snapshot  # noqa: PLC0415
     from gnn.synthetic import powerlaw_edges  # noqa: PLC0415
 
     proc = Processor(s.processor_config())
     pool = np.arange(max(c.preload_nodes, 1), dtype=np.int64)  # no graph: uniform
-    if c.preload_edges:
+    replay = None
+    if c.dataset:
+        table = read_edges(c.dataset)
+        head, replay = table.iloc[: c.preload_edges], table.iloc[c.preload_edges:]
+        if len(head):
+            proc.preload(head[["src", "dst", "weight"]].astype({"src": str, "dst": str}))
+    elif c.preload_edges:
         src, dst = powerlaw_edges(c.preload_nodes, c.preload_edges, seed=c.seed)
         proc.preload(pd.DataFrame({"src": src.astype(str), "dst": dst.astype(str)}))
         pool = np.concatenate([src, dst]).astype(np.int64)
     save_snapshot(proc, state_dir / "snapshots", meta={"offsets": {}, "totals": {}})
-    return max(proc.graph.num_nodes, c.preload_nodes), pool
+    return max(proc.graph.num_nodes, 1 if c.dataset else c.preload_nodes), pool, replay
 
 
 async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerProcess, proc: psutil.Process,
-                    rate: float, c: E2EConfig, nodes: int, pool: np.ndarray, seed: int) -> dict[str, Any]:
+                    rate: float, c: E2EConfig, events: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: PLC0415
 
     before = _metrics(worker)
@@ -156,19 +194,13 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
             await asyncio.sleep(0.5)
 
     tasks = [asyncio.ensure_future(consume()), asyncio.ensure_future(sample())]
-    rng = np.random.default_rng(seed)
-    total = int(rate * c.duration)
-    ids = (rng.zipf(1.6, size=(total, 2)) % nodes if c.endpoints == "zipf"
-           else pool[rng.integers(0, len(pool), (total, 2))])  # an endpoint of a random edge: degree-biased
     start = time.monotonic()
     futures = []
-    for i in range(total):
+    for i, (key, value) in enumerate(events):
         due = start + i / rate
         if due > time.monotonic():
             await asyncio.sleep(due - time.monotonic())
-        u, v = int(ids[i, 0]), int(ids[i, 1])
-        value = json.dumps({"src": str(u), "dst": str(v), "ts": time.time(), "id": f"{seed}-{i}"}).encode()
-        futures.append(await producer.send(s.topic_edges, value=value, key=edge_key(u, v)))
+        futures.append(await producer.send(s.topic_edges, value=value, key=key))
     produce_s = time.monotonic() - start
     for f in futures:
         md = await f

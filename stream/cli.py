@@ -295,6 +295,9 @@ def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second
               preload_nodes: int = typer.Option(100_000, help="nodes of the pre-loaded graph"),
               endpoints: str = typer.Option("graph", help="event endpoints: graph (degree-biased like the "
                                             "pre-loaded graph) | zipf (Zipf(1.6) ids: 44% of endpoints on one node)"),
+              dataset: Optional[Path] = typer.Option(None, help="replay a real edge file instead (SNAP, CSV, JSON lines, "
+                                                     "Parquet, DARPA zip): preload its first --preload-edges edges, "
+                                                     "then stream the next ones in file order"),
               drain_timeout: float = typer.Option(120.0, help="seconds to wait for the worker to catch up after producing"),
               warmup: float = typer.Option(3.0, help="leading seconds of each run left out of the latency figures"),
               bootstrap: Optional[str] = typer.Option(None, help="Kafka bootstrap (default: embedded broker)"),
@@ -317,7 +320,7 @@ def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second
     s = _settings(bootstrap=bootstrap)
     rates = [float(r) for r in sweep_rates.split(",")] if sweep_rates else None
     cfg = E2EConfig(rate=rate, duration=duration, preload_edges=preload_edges, preload_nodes=preload_nodes,
-                    endpoints=endpoints,
+                    endpoints=endpoints, dataset=str(dataset) if dataset else None,
                     drain_timeout=drain_timeout, warmup=warmup, worker_env=env)
     with tempfile.TemporaryDirectory(prefix="lepton-bench-") as tmp:
         broker = None if s.bootstrap else EmbeddedBroker(log_dir=Path(tmp) / "logs").start()

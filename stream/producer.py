@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,7 +16,10 @@ from gnn.synthetic import SyntheticConfig, generate
 from stream.kafka import kafka_python_config
 from stream.settings import Settings
 
-__all__ = ["produce", "file_events", "synthetic_events", "edge_key", "MALFORMED", "ProduceStats"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["produce", "file_events", "table_events", "synthetic_events", "edge_key", "MALFORMED", "ProduceStats"]
 
 # Malformed events the demo injects on purpose: each exercises one dead-letter reason.
 MALFORMED: list[tuple[str, bytes]] = [
@@ -54,7 +58,11 @@ def synthetic_events(config: SyntheticConfig) -> list[tuple[bytes | None, bytes]
 
 def file_events(path: str | Path, *, limit: int | None = None) -> Iterator[tuple[bytes | None, bytes]]:
     """(key, value) pairs from an edge file, in time order."""
-    df = read_edges(path, limit=limit)
+    return table_events(read_edges(path, limit=limit))
+
+
+def table_events(df: "pd.DataFrame") -> Iterator[tuple[bytes | None, bytes]]:
+    """(key, value) pairs of the rows of an edge table (:func:`gnn.io.read_edges`' columns)."""
     src, dst, ts, w, op = (df[c].to_numpy() for c in ("src", "dst", "ts", "weight", "op"))
     for i in range(len(df)):
         event = {"src": _plain(src[i]), "dst": _plain(dst[i]), "ts": float(ts[i])}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -27,3 +28,24 @@ def test_bench_e2e_small_sweep(broker, tmp_path: Path) -> None:  # noqa: ANN001
         # the 20k preloaded power-law edges merge to ~17k distinct; 1,800 streamed events alone cannot reach this
         assert run["graph_edges"] >= 15_000 and set(run["us_per_event"]) >= {"decode", "kernels", "predict", "seal"}
     assert result["sweep"]["rates_tried"] == [200.0, 400.0]
+
+
+def test_bench_e2e_replays_a_dataset_after_preloading_its_head(broker, tmp_path: Path) -> None:  # noqa: ANN001
+    pairs: set[tuple[int, int]] = set()
+    rng = np.random.default_rng(0)
+    while len(pairs) < 2_500:  # distinct undirected pairs, no self-loops
+        a, b = sorted(rng.integers(0, 400, 2).tolist())
+        if a != b:
+            pairs.add((a, b))
+    edges = sorted(pairs, key=lambda p: rng.random())
+    data = tmp_path / "edges.txt"
+    data.write_text("".join(f"u{a} u{b} {1_000_000 + 3 * i}\n" for i, (a, b) in enumerate(edges)))
+    out = tmp_path / "e2e.json"
+    r = subprocess.run([sys.executable, "-m", "stream.cli", "bench", "e2e", "--dataset", str(data), "--rate", "300",
+                        "--duration", "2", "--preload-edges", "2000", "--warmup", "0.5", "--bootstrap", broker.bootstrap,
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["events"] == 600 and run["unmatched_events"] == 0
+    # 2,000 preloaded + the other 500 streamed, then 100 of those again (wrapped): exactly the file's edges
+    assert run["graph_edges"] == 2_500

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gnn.errors import EventError
-from gnn.events import REASONS, EdgeEvent, parse_edge, parse_node
+from gnn.events import REASONS, EdgeEvent, _loads, parse_edge, parse_node
 from stream.producer import MALFORMED
 
 
@@ -16,6 +16,8 @@ def test_valid_event_with_defaults_and_int_ids() -> None:
     assert e == EdgeEvent(src="5", dst="b", ts=12.5, weight=1.0, op="add", id=None)
     e = parse_edge(b'{"src":"a","dst":"b","ts":3,"weight":-2.5,"op":"remove","id":"x","v":1}', record_ts=0)
     assert (e.ts, e.weight, e.op, e.id) == (3.0, -2.5, "remove", "x")
+    e = parse_edge(b'{"src":"a","dst":"b","ts":null,"weight":2,"id":null}', record_ts=4.0)  # null ts: the record's
+    assert (e.ts, e.weight, e.id) == (4.0, 2.0, None) and type(e.weight) is float
 
 
 CASES = [
@@ -37,7 +39,28 @@ CASES = [
     (b'{"src":"a","dst":"b","weight":"1"}', "bad_weight"),
     (b'{"src":"a","dst":"b","op":"upsert"}', "bad_op"),
     (b'{"src":"a","dst":"b","id":7}', "bad_event_id"),
+    (b'{"src":"a","dst":null}', "bad_id"),  # present but null: not "missing"
+    (b'{"src":"a","dst":"b","weight":null}', "bad_weight"),
+    (b'{"src":"a","dst":"b","weight":1e39}', "bad_weight"),
+    (b'{"src":"a","dst":"b","op":null}', "bad_op"),
+    (b'{"src":"a","dst":"b","v":null}', "bad_version"),
+    (b'{"src":"a","dst":"b"} {}', "not_json"),
+    (b" ", "not_json"),
 ]
+
+
+@pytest.mark.parametrize("text", ['{"a": [1, 2.5, "x", null, true]}', '  {"a":1}  \n', "[]", '"s"', "NaN", "{nope",
+                                  '{"a":1} x', "", "   ", "\ufeff{}", '{"a":1}{"b":2}'])
+def test_loads_is_json_loads(text: str) -> None:
+    try:
+        expect: object = json.loads(text)
+    except json.JSONDecodeError as err:
+        expect = (err.msg, err.pos)
+    try:
+        got: object = _loads(text)
+    except json.JSONDecodeError as err:
+        got = (err.msg, err.pos)
+    assert got == expect or (got != got and expect != expect)  # NaN
 
 
 @pytest.mark.parametrize("raw,reason", CASES)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 
+import numpy as np
+
 __all__ = ["Metrics", "parse_prometheus", "SIZE_BUCKETS"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -37,6 +39,19 @@ class Metrics:
         h[0][bisect.bisect_left(bounds, value)] += 1
         h[1] += value
         h[2] += 1
+        self.help.setdefault(name, help)
+
+    def observe_many(self, name: str, values: "np.ndarray", help: str = "",  # noqa: A002
+                     buckets: tuple = _LATENCY_BUCKETS) -> None:
+        """:meth:`observe` for each of ``values`` at once (per-event latencies: one NumPy pass)."""
+        values = np.asarray(values, np.float64)
+        bounds = self.buckets.setdefault(name, buckets)
+        h = self.hists.setdefault(name, [[0] * (len(bounds) + 1), 0.0, 0])
+        counts = np.bincount(np.searchsorted(np.asarray(bounds, np.float64), values, side="left"),
+                             minlength=len(bounds) + 1)
+        h[0] = [a + int(b) for a, b in zip(h[0], counts)]
+        h[1] += float(values.sum())
+        h[2] += len(values)
         self.help.setdefault(name, help)
 
     def counter(self, name: str, **labels: str) -> float:

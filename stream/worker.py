@@ -11,6 +11,7 @@ recovery (newest snapshot + journal replay) and graceful shutdown.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-import hashlib
+import numpy as np
 
 from gnn.errors import EventError
 from gnn.events import EdgeEvent, parse_edge, parse_node
@@ -32,15 +33,14 @@ from security.envelope import seal
 from security.errors import SecurityError
 from security.keys import KeyRing
 from security.recipients import load_recipients, seal_for
-from stream.metrics import Metrics
+from stream.batching import BatchController
+from stream.journal import Journal
+from stream.metrics import SIZE_BUCKETS, Metrics
 from stream.outputs import alert_record, deadletter_record, prediction_record
 from stream.producer import edge_key
-from stream.journal import Journal
-from stream.batching import BatchController
-from stream.metrics import SIZE_BUCKETS
 from stream.settings import Settings
-from stream.status import LiveStats
 from stream.source import Batch, Ownership, Record, Source
+from stream.status import LiveStats
 from stream.webhooks import WebhookDelivery, parse_endpoints
 
 __all__ = ["Pipeline", "Worker", "load_keyring", "run_worker", "prediction_id"]
@@ -141,12 +141,13 @@ class Pipeline:
             published = 0
             futs = [_quiet(await dead) for dead in acks]  # dead letters first
             ranges = {k: [batch.start.get(k, 0), e] for k, e in batch.end.items() if e > batch.start.get(k, 0)}
+            bid = batch.id
             for pred in result.predictions:
                 key = pred.node.encode()
                 if not owns(key):
                     continue
-                plain = prediction_record(pred, pid=prediction_id(batch.id, pred.node), model_version=version,
-                                          batch=batch.id, offsets=ranges, now=time.time())
+                plain = prediction_record(pred, pid=prediction_id(bid, pred.node), model_version=version,
+                                          batch=bid, offsets=ranges, now=time.time())
                 sealed = self.seal(plain, s.topic_predictions, key)
                 futs.append(_quiet(await self.send(s.topic_predictions, key, sealed)))
                 published += 1
@@ -185,9 +186,8 @@ class Pipeline:
             if edges:
                 m.observe("receive_delay_seconds", now - edges[-1].timestamp,
                           help="newest record of a batch: produced -> received by the worker")
-            latencies = [done - ts_ms / 1000.0 for ts_ms in stamps]
-            for lat in latencies:
-                m.observe("event_latency_seconds", lat, help="event produced -> outputs acknowledged")
+            latencies = done - np.asarray(stamps, np.float64) / 1000.0
+            m.observe_many("event_latency_seconds", latencies, help="event produced -> outputs acknowledged")
             self.live.batch(len(batch.records), latencies, done)
             self.live.alerts.extend({k: a.to_dict()[k] for k in ("id", "kind", "severity", "score", "src", "dst", "ts")}
                                     for a in alerts)

@@ -95,8 +95,8 @@ class IVFIndex:
         """One chunk of queries: each query's similarities to every row of its probed cells are
         written side by side into one row of a padded buffer (one product per cell), then a single
         top-k per query picks the best — one top-k call in all instead of one per cell. Big chunks
-        matter: the loop over cells costs per chunk (8,000 queries at 100k nodes: 1,024 per chunk
-        585–678 ms, one chunk 387–418 ms)."""
+        matter: the loop over cells costs per chunk (8,000 queries on a 100k-row table: 809 ms in
+        chunks of 1,024, 532 ms in one; medians of 5)."""
         dev = self._table.device
         nq, p = probe.shape
         lens = np.diff(self._start)[probe]  # [queries, probes]: rows of each probed cell

@@ -114,8 +114,8 @@ class _Events:
             self.cursor = int(rows[-1]) + 1 if total else self.cursor
             return list(table_events(self.replay.iloc[rows]))  # what `lepton produce` sends
         rng = np.random.default_rng(seed)
-        ids = (rng.zipf(1.6, size=(total, 2)) % self.nodes if self.c.endpoints == "zipf"
-               else self.pool[rng.integers(0, len(self.pool), (total, 2))])  # an endpoint of a random edge: degree-biased
+        ids = (rng.zipf(1.6, size=(total, 2)) % self.nodes if self.c.endpoints == "zipf"  # graph: an endpoint of
+               else self.pool[rng.integers(0, len(self.pool), (total, 2))])  # a random edge (degree-biased)
         return [(edge_key(u, v), json.dumps({"src": str(u), "dst": str(v), "id": f"{seed}-{i}"},
                                             separators=(",", ":")).encode())
                 for i, (u, v) in enumerate(ids.tolist())]

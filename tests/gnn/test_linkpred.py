@@ -87,10 +87,13 @@ def _common_reference(g, a, b):  # noqa: ANN001, ANN202 - plain set intersection
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")])])
 @pytest.mark.parametrize("directed", [False, True])
-def test_common_neighbours_match_set_intersection(directed: bool, device: str) -> None:
+@pytest.mark.parametrize("bitmap", [1 << 24, 0])  # small graphs look up marks; 0: the sorted index, as big ones
+def test_common_neighbours_match_set_intersection(directed: bool, device: str, bitmap: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from gnn.graph import DynamicGraph
     from gnn.linkpred import _common_neighbours
 
+    monkeypatch.setattr("gnn.linkpred._CN_BITMAP", bitmap)
     rng = np.random.default_rng(5)
     g = DynamicGraph(directed=directed)
     g.node_ids([f"n{i}" for i in range(60)], create=True)

@@ -199,19 +199,14 @@ class Processor:
         if self._index is not None:
             self._index.refresh(self.engine.embeddings, g.n_rows, stats.moved)
         t4 = time.perf_counter()
-        known = (src > 0) & (dst > 0)
-        touched_ts: dict[int, int] = {}
-        for i in np.flatnonzero(known):
-            for node in (int(src[i]), int(dst[i])):
-                touched_ts[node] = max(touched_ts.get(node, 0), stamps[i])
-        nodes = np.fromiter(touched_ts, np.int64, len(touched_ts))
+        nodes, latest = _touched(src, dst, np.asarray(stamps, np.int64))
         top = self._topk(nodes, now)
         names = g.keys(np.concatenate([t[1] for t in top])) if top else []  # one pass over every partner
         probs = [round(p, 6) for t in top for p in t[2].tolist()]
         predictions, i = [], 0
-        for node, partners, _ in top:
+        for (node, partners, _), trigger in zip(top, latest.tolist()):
             j = i + len(partners)
-            predictions.append(Prediction(node=g.key(int(node)), trigger_ts_ms=touched_ts[int(node)],
+            predictions.append(Prediction(node=g.key(int(node)), trigger_ts_ms=trigger,
                                           partners=list(zip(names[i:j], probs[i:j]))))
             i = j
         t5 = time.perf_counter()
@@ -364,6 +359,21 @@ class Processor:
                              components={k: round(float(v[i]), 6) for k, v in comps.items()},
                              model_version=self.model_version))
         return out
+
+
+def _touched(src: np.ndarray, dst: np.ndarray, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes of the batch's known edges in order of first appearance (src, then dst, event by
+    event), and each one's newest record time (ms)."""
+    known = (src > 0) & (dst > 0)
+    seq = np.column_stack([src[known], dst[known]]).ravel()
+    if len(seq) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    st = np.repeat(stamps[known], 2)
+    nodes, first, inv = np.unique(seq, return_index=True, return_inverse=True)
+    latest = np.full(len(nodes), np.iinfo(np.int64).min)
+    np.maximum.at(latest, inv, st)
+    order = np.argsort(first)
+    return nodes[order], latest[order]
 
 
 def _first_per_row(csr: CSR, cap: int) -> tuple[np.ndarray, np.ndarray]:

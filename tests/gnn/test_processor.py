@@ -142,3 +142,19 @@ def test_processor_on_cuda_equals_cpu(ann: str) -> None:
             assert np.allclose([x for _, x in a.partners], [x for _, x in g.partners], atol=1e-3)
     assert gpu.engine.embeddings.device.type == "cuda"
     assert (gpu.engine.embeddings.cpu() - cpu.engine.embeddings).abs().max() <= 1e-4
+
+
+def test_touched_nodes_in_first_appearance_order_with_newest_stamp() -> None:
+    from gnn.processor import _touched
+
+    rng = np.random.default_rng(3)
+    src, dst = rng.integers(0, 30, 400), rng.integers(0, 30, 400)  # 0 = unknown node: its edge is skipped
+    stamps = rng.integers(0, 10**12, 400)
+    ref: dict[int, int] = {}
+    for s, d, t in zip(src.tolist(), dst.tolist(), stamps.tolist()):
+        if s > 0 and d > 0:
+            for node in (s, d):
+                ref[node] = max(ref.get(node, -1), t)
+    nodes, latest = _touched(src, dst, stamps)
+    assert nodes.tolist() == list(ref) and latest.tolist() == list(ref.values())
+    assert _touched(src[:0], dst[:0], stamps[:0])[0].tolist() == []

@@ -63,7 +63,7 @@ class MidasR:
             self._t = self._t0 = int(ticks[0])
         ticks = np.maximum.accumulate(np.maximum(ticks, self._t))  # late events join the current tick
         keys = np.stack([(src << np.uint64(32)) | dst, src, dst])
-        span = self._span(len(ticks))
+        span = self._span(3 * self.rows * len(ticks))  # one cumulative sum runs over every hash row
         a = 0
         while a < len(ticks):  # usually one span: the whole batch
             b = int(np.searchsorted(ticks, ticks[a] + span, side="left"))
@@ -79,39 +79,37 @@ class MidasR:
         return max(1, 1 + int((24 - np.log2(max(n, 1))) / np.log2(1.0 / self.decay)))
 
     def _score_span(self, keys: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+        """All three sketches' hash rows at once: row (part, r) owns the bucket ids
+        ``[(part * rows + r) * buckets, ...)``, so one sort and one cumulative sum serve them all."""
         n, first, last = keys.shape[1], int(ticks[0]), int(ticks[-1])
+        rows = 3 * self.rows
         rel = (ticks - first).astype(np.float64)
-        grow = (1.0 / self.decay) ** rel if self.decay > 0 else np.ones(n)  # decay^-(t_j - t_0)
-        shrink = self.decay ** rel  # decay^(t_i - t_0); decay^0 = 1
+        grow = np.tile((1.0 / self.decay) ** rel if self.decay > 0 else np.ones(n), rows)  # decay^-(t_j - t_0)
+        shrink = np.tile(self.decay ** rel, rows)  # decay^(t_i - t_0); decay^0 = 1
         carry = self.decay ** (first - self._t)  # the state's counts, decayed to the span's first tick
-        t = (ticks - self._t0 + 1).astype(np.float64)
-        best = np.zeros(n, np.float64)
-        for part in range(3):
-            cur_est = np.full(n, np.inf)
-            tot_est = np.full(n, np.inf)
-            for r in range(self.rows):
-                with np.errstate(over="ignore"):
-                    h = ((keys[part] * self._mul[part, r]) >> np.uint64(29)) % np.uint64(self.buckets)
-                b = h.astype(np.int64)
-                order = np.argsort(b, kind="stable")  # by bucket, in time order within a bucket
-                sb = b[order]
-                start = np.r_[True, sb[1:] != sb[:-1]]
-                head = np.maximum.accumulate(np.where(start, np.arange(n), 0))
-                cw = np.cumsum(grow[order])
-                within = cw - np.where(head > 0, cw[head - 1], 0.0)  # Σ over the bucket's edges so far
-                cur = np.empty(n)
-                cur[order] = (self._cur[part, r, sb] * carry + within) * shrink[order]
-                seen = np.empty(n)
-                seen[order] = np.arange(n) - head + 1
-                cur_est = np.minimum(cur_est, cur)
-                tot_est = np.minimum(tot_est, self._tot[part, r, b] + seen)
-                last_of = np.r_[np.flatnonzero(start[1:]), n - 1]  # each bucket's last edge (sorted order)
-                self._cur[part, r] *= self.decay ** (last - self._t)
-                self._cur[part, r, sb[last_of]] += within[last_of] * self.decay ** (last - first)
-                self._tot[part, r] += np.bincount(b, minlength=self.buckets)
-            best = np.maximum(best, _chi2(cur_est, tot_est, t))
+        with np.errstate(over="ignore"):
+            h = ((keys[:, None, :] * self._mul[:, :, None]) >> np.uint64(29)) % np.uint64(self.buckets)
+        b = (h.astype(np.int64) + (np.arange(rows).reshape(3, self.rows, 1) * self.buckets)).ravel()
+        order = np.argsort(b, kind="stable")  # by bucket, in time order within a bucket
+        sb = b[order]
+        start = np.r_[True, sb[1:] != sb[:-1]]
+        head = np.maximum.accumulate(np.where(start, np.arange(len(b)), 0))
+        cw = np.cumsum(grow[order])
+        within = cw - np.where(head > 0, cw[head - 1], 0.0)  # Σ over the bucket's edges so far
+        cur_state, tot_state = self._cur.reshape(-1), self._tot.reshape(-1)
+        cur = np.empty(len(b))
+        cur[order] = (cur_state[sb] * carry + within) * shrink[order]
+        seen = np.empty(len(b))
+        seen[order] = np.arange(len(b)) - head + 1
+        cur_est = cur.reshape(3, self.rows, n).min(1)  # count-min: the smallest row, per sketch
+        tot_est = (tot_state[b] + seen).reshape(3, self.rows, n).min(1)
+        last_of = np.r_[np.flatnonzero(start[1:]), len(b) - 1]  # each bucket's last edge (sorted order)
+        cur_state *= self.decay ** (last - self._t)
+        cur_state[sb[last_of]] += within[last_of] * self.decay ** (last - first)
+        tot_state += np.bincount(b, minlength=len(tot_state))
+        self._cur, self._tot = cur_state.reshape(self._cur.shape), tot_state.reshape(self._tot.shape)  # views or copies
         self._t = last
-        return best
+        return _chi2(cur_est, tot_est, (ticks - self._t0 + 1).astype(np.float64)).max(0)
 
 
 class NodeBurst:

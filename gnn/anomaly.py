@@ -49,8 +49,8 @@ class MidasR:
 
         Vectorised across ticks: an edge's current count is the decayed state plus
         :math:`\\sum_{j \\le i} decay^{t_i - t_j}` over earlier edges of its bucket — one cumulative
-        sum per hash row over a span of ticks, instead of a Python loop per tick (a batch of
-        DARPA's per-minute records spans ~160 ticks). The sum runs over weights
+        sum over a span of ticks for all hash rows, instead of a Python loop per tick and row (a
+        batch of DARPA's per-minute records spans ~160 ticks). The sum runs over weights
         :math:`decay^{-(t_j - t_0)}` across all buckets, so a span is cut where the weights could
         add up past 2^24: the rounding then stays below ~1e-9 of a count."""
         src = np.asarray(src, np.uint64)

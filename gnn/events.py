@@ -68,7 +68,7 @@ def parse_edge(raw: bytes, *, record_ts: float) -> EdgeEvent:
             raise EventError("missing_field", f"field {name!r} is required")
     src, dst = obj["src"], obj["dst"]
     op = get("op", "add")
-    if op != "add" and op != "remove":  # noqa: PLR1714
+    if op not in ("add", "remove"):
         raise EventError("bad_op", f"op must be 'add' or 'remove', got {op!r}")
     eid = get("id")
     if eid is not None and (type(eid) is not str or not 0 < len(eid) <= MAX_ID_LEN):

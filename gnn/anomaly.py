@@ -131,27 +131,42 @@ class NodeBurst:
         self._t: int | None = None
 
     def score(self, src: np.ndarray, dst: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Each edge's burst score, in order: an edge counts itself and the edges before it in
+        its tick (its source's occurrence before its destination's), as if scored one by one.
+
+        The per-run bookkeeping (each node's count so far within its tick, the nodes a tick
+        touches) is computed for the whole batch with two sorts; only the EWMA roll, a per-node
+        recurrence across ticks, loops — one short step per tick."""
         src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
-        out = np.zeros(len(src))
-        if len(src) == 0:
-            return out
+        n = len(src)
+        if n == 0:
+            return np.zeros(0)
         self._grow(int(max(src.max(), dst.max())) + 1)
         ticks = np.floor(np.asarray(ts, np.float64) / self.tick).astype(np.int64)
         floor = ticks[0] if self._t is None else self._t
         ticks = np.maximum.accumulate(np.maximum(ticks, floor))  # late events join the current tick
         self._t = int(ticks[-1])
-        starts = np.flatnonzero(np.r_[True, ticks[1:] != ticks[:-1]])
-        for a, b in zip(starts, np.r_[starts[1:], len(ticks)]):
-            t = int(ticks[a])
-            nodes = np.concatenate([src[a:b], dst[a:b]])
-            touched = np.unique(nodes)
-            self._roll(touched, t)
-            seen = _inclusive_cumcount(nodes)  # this edge counts, earlier ones in the run too
-            c = self._count[nodes] + seen
-            z = (c - self._mean[nodes]) / np.sqrt(self._var[nodes] + 1.0)
-            out[a:b] = np.maximum(z[: b - a], z[b - a:])
-            np.add.at(self._count, nodes, 1.0)
-        return out
+        first_edge = np.flatnonzero(np.r_[True, ticks[1:] != ticks[:-1]])
+        runs = len(first_edge)
+        nodes = np.column_stack([src, dst]).ravel()  # occurrences in event order
+        run = np.repeat(np.cumsum(np.r_[True, ticks[1:] != ticks[:-1]]) - 1, 2)
+        g = np.lexsort((np.arange(2 * n), nodes, run))  # by tick run, node, then order
+        gn, gr = nodes[g], run[g]
+        head = np.r_[True, (gn[1:] != gn[:-1]) | (gr[1:] != gr[:-1])]
+        seen = np.empty(2 * n)
+        seen[g] = np.arange(2 * n) - np.maximum.accumulate(np.where(head, np.arange(2 * n), 0)) + 1
+        starts = np.flatnonzero(head)
+        touched, counts, t_run = gn[starts], np.diff(np.r_[starts, 2 * n]).astype(np.float64), gr[starts]
+        tb = np.searchsorted(t_run, np.arange(runs + 1))  # each run's slice of ``touched``
+        ob = np.r_[2 * first_edge, 2 * n]  # and of the occurrences
+        z = np.empty(2 * n)
+        for k in range(runs):
+            nodes_k, occ = touched[tb[k]:tb[k + 1]], nodes[ob[k]:ob[k + 1]]
+            self._roll(nodes_k, int(ticks[first_edge[k]]))
+            c = self._count[occ] + seen[ob[k]:ob[k + 1]]
+            z[ob[k]:ob[k + 1]] = (c - self._mean[occ]) / np.sqrt(self._var[occ] + 1.0)
+            self._count[nodes_k] += counts[tb[k]:tb[k + 1]]
+        return z.reshape(n, 2).max(1)
 
     def _roll(self, nodes: np.ndarray, t: int) -> None:
         """Fold finished ticks of ``nodes`` into their mean/variance (idle ticks count as 0)."""
@@ -357,14 +372,3 @@ def _chi2(a: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
     """MIDAS's statistic per edge; 0 in the first tick (t = 1), where there is no history."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(t > 1, (a - s / t) ** 2 * t * t / (np.maximum(s, 1e-12) * (t - 1)), 0.0)
-
-
-def _inclusive_cumcount(b: np.ndarray) -> np.ndarray:
-    """For each position, how many entries up to and including it share its value."""
-    order = np.argsort(b, kind="stable")
-    sb = b[order]
-    start = np.r_[True, sb[1:] != sb[:-1]]
-    grp_start = np.maximum.accumulate(np.where(start, np.arange(len(sb)), 0))
-    out = np.empty(len(b), np.float64)
-    out[order] = np.arange(len(sb)) - grp_start + 1
-    return out

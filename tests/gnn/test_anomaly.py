@@ -72,6 +72,21 @@ def test_node_burst_flags_a_sudden_spike() -> None:
     assert nb._mean.nbytes == nb._var.nbytes  # per-node arrays, no per-edge state
 
 
+def test_node_burst_batch_equals_one_edge_at_a_time() -> None:
+    from gnn.anomaly import NodeBurst
+
+    rng = np.random.default_rng(4)
+    src, dst = rng.integers(1, 12, 900), rng.integers(1, 12, 900)  # nodes are sources and targets in one tick
+    src[::37] = dst[::37]  # self-loops
+    ts = np.sort(rng.uniform(0, 300, 900))
+    ts[::53] -= 40  # late events join the current tick
+    a, b = NodeBurst(tick=7.0), NodeBurst(tick=7.0)
+    batch = np.concatenate([a.score(src[i:i + 113], dst[i:i + 113], ts[i:i + 113]) for i in range(0, 900, 113)])
+    single = np.concatenate([b.score(src[i:i + 1], dst[i:i + 1], ts[i:i + 1]) for i in range(900)])
+    np.testing.assert_allclose(batch, single, rtol=1e-12, atol=1e-12)
+    assert np.abs(batch).max() > 1.0
+
+
 def _activity_reference(batches: list[tuple[np.ndarray, np.ndarray]], window: float) -> np.ndarray:
     """One edge at a time: decayed counts on an edge clock, each edge sees only earlier ones."""
     val: dict[int, float] = {}

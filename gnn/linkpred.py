@@ -145,7 +145,7 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
     nbr = cs.indices.astype(np.int64)
     if torch.device(device).type == "cpu" and len(ubig) * g.n_rows <= _CN_BITMAP:
         # few big nodes x few rows (small graphs, e.g. hubs of a network trace): one row of marks
-        # per big node, so a lookup is a read, not a binary search (DARPA: ~3x faster)
+        # per big node, so a lookup is a read, not a binary search (DARPA: lookups ~4x, the call ~1.6x faster)
         mark = np.zeros((len(ubig), g.n_rows), np.bool_)
         mark[owner, cb.indices] = True
         hit = mark[big_idx[pair], nbr]

@@ -37,7 +37,8 @@ import torch
 
 from gnn.features import NodeFeatures
 from gnn.graph import CSR, Applied, DynamicGraph, distinct
-from gnn.kernels import Backend, aggregate, pad_rows, resolve_backend, row_weight_sums, scatter_sum
+from gnn.kernels import (Backend, aggregate, as_tensor, pad_rows, resolve_backend, row_weight_sums,
+                         scatter_sum)
 from gnn.model import GraphSAGE
 
 __all__ = ["Engine", "UpdateStats"]
@@ -142,7 +143,7 @@ class Engine:
         self._known = n
         a_r, a_c, coef = self._arc_changes(changes)
         if len(a_r):
-            self.den.index_add_(0, _t(a_r, self.device), _t(coef, self.device))  # degree or weight sum
+            self.den.index_add_(0, as_tensor(a_r, self.device), as_tensor(coef, self.device))  # degree or weight sum
         parts = [new_nodes] + [c.degree_changed for c in changes]
         if feature_nodes is not None:
             parts.append(np.asarray(feature_nodes, np.int64))
@@ -157,9 +158,9 @@ class Engine:
             stats.arcs_per_layer.append(scattered)
             stats.full_layers += int(full)
             stats.rows_per_layer.append(len(rows))
-            vals = self._output(li, _t(rows, self.device))
+            vals = self._output(li, as_tensor(rows, self.device))
         if len(rows):
-            idx = _t(rows, self.device)
+            idx = as_tensor(rows, self.device)
             if self.total is not None:  # correct the running sum, or drop it where
                 if len(rows) > _RESUM_FRACTION * n:  # summing afresh (on the next call) is cheaper
                     self.total = None
@@ -186,8 +187,9 @@ class Engine:
         """
         h, p, dev, layer = self.h[li], self.p[li], self.device, self.model.layers[li]
         if len(a_r):  # 1. structure, with the old values
-            p.index_add_(0, _t(a_r, dev), _project(layer, h[_t(a_c, dev)]) * _t(coef, dev)[:, None])
-        idx = _t(rows, dev)
+            p.index_add_(0, as_tensor(a_r, dev),
+                         _project(layer, h[as_tensor(a_c, dev)]) * as_tensor(coef, dev)[:, None])
+        idx = as_tensor(rows, dev)
         delta = vals - h[idx]
         h.index_copy_(0, idx, vals)
         moved = delta.abs().amax(dim=1) > (self.prune_eps or 0.0)  # exact mode: any change at all
@@ -205,7 +207,7 @@ class Engine:
             slot[hit] = np.arange(len(hit))
             dz = _project(layer, delta).float()  # a batch's increments are small: float32 sums them exactly enough
             buf = scatter_sum(dz, pos, slot[targets], len(hit), weight if self.op == "wmean" else None, self.backend)
-            p.index_add_(0, _t(hit, dev), buf.double())
+            p.index_add_(0, as_tensor(hit, dev), buf.double())
         nxt = _union([rows, hit, struct], n)
         return nxt[nxt > 0], len(targets), False
 
@@ -250,10 +252,6 @@ class Engine:
         self.a = [torch.cat([t, layer.lin_self.bias.expand(cap - have, -1)])  # a new row's self half: the bias
                   for t, layer in zip(self.a, self.model.layers)]
         self.den = pad_rows(self.den, cap)
-
-
-def _t(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
 
 def _project(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

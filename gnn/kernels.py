@@ -38,8 +38,8 @@ from gnn.graph import CSR
 # torch 2.2 warns on every CSR construction that the API is "beta"; we pin the version and test it.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-__all__ = ["aggregate", "scatter_sum", "resolve_backend", "row_weight_sums", "torch_csr", "pad_rows", "Backend", "Op",
-           "dgl_available"]
+__all__ = ["aggregate", "scatter_sum", "as_tensor", "resolve_backend", "row_weight_sums", "torch_csr", "pad_rows",
+           "Backend", "Op", "dgl_available"]
 
 Backend = Literal["auto", "dgl", "torch"]
 Op = Literal["sum", "wsum", "mean", "wmean"]
@@ -77,11 +77,16 @@ def scatter_sum(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, n_out: int, w
     out = x.new_zeros((n_out, x.shape[1]))
     for lo in range(0, len(src), _SCATTER_CHUNK):  # bounds the gathered [chunk, d] temporary
         part = slice(lo, lo + _SCATTER_CHUNK)
-        upd = x[_tensor(src[part], x.device)]
+        upd = x[as_tensor(src[part], x.device)]
         if weight is not None:
-            upd *= _tensor(weight[part], x.device).to(x.dtype)[:, None]
-        out.index_add_(0, _tensor(dst[part], x.device), upd)
+            upd *= as_tensor(weight[part], x.device).to(x.dtype)[:, None]
+        out.index_add_(0, as_tensor(dst[part], x.device), upd)
     return out
+
+
+def as_tensor(a: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """A NumPy array (any strides) as a tensor on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
 
 def resolve_backend(backend: Backend, device: torch.device | str = "cpu") -> str:
@@ -147,12 +152,8 @@ def _dgl_scatter(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, n_out: int,
                          num_src_nodes=x.shape[0], num_dst_nodes=n_out, idtype=torch.int32, device=x.device)
     if weight is None:
         return dgl.ops.gspmm(g, "copy_lhs", "sum", x, None)
-    w = torch.from_numpy(np.ascontiguousarray(weight)).to(x.device, x.dtype)[:, None]
+    w = as_tensor(weight, x.device).to(x.dtype)[:, None]
     return dgl.ops.gspmm(g, "mul", "sum", x, w)  # [E, 1] broadcasts (DGL's generic loop): 143 vs 156 ms on 1.1M arcs
-
-
-def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
 
 _SCATTER_CHUNK = 1 << 18  # arcs per index_add_ call in scatter_sum's torch path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 
 import numpy as np
@@ -34,12 +33,7 @@ class Metrics:
 
     def observe(self, name: str, value: float, help: str = "", buckets: tuple = _LATENCY_BUCKETS) -> None:  # noqa: A002
         """Add to histogram ``name`` (its buckets are fixed by the first observation)."""
-        bounds = self.buckets.setdefault(name, buckets)
-        h = self.hists.setdefault(name, [[0] * (len(bounds) + 1), 0.0, 0])
-        h[0][bisect.bisect_left(bounds, value)] += 1
-        h[1] += value
-        h[2] += 1
-        self.help.setdefault(name, help)
+        self.observe_many(name, np.array([value], np.float64), help, buckets)
 
     def observe_many(self, name: str, values: "np.ndarray", help: str = "",  # noqa: A002
                      buckets: tuple = _LATENCY_BUCKETS) -> None:

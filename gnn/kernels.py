@@ -38,7 +38,7 @@ from gnn.graph import CSR
 # torch 2.2 warns on every CSR construction that the API is "beta"; we pin the version and test it.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-__all__ = ["aggregate", "scatter_sum", "as_tensor", "resolve_backend", "row_weight_sums", "torch_csr", "pad_rows",
+__all__ = ["aggregate", "scatter_sum", "set_threads", "as_tensor", "resolve_backend", "row_weight_sums", "torch_csr", "pad_rows",
            "Backend", "Op", "dgl_available"]
 
 Backend = Literal["auto", "dgl", "torch"]
@@ -87,6 +87,17 @@ def scatter_sum(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, n_out: int, w
 def as_tensor(a: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """A NumPy array (any strides) as a tensor on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
+def set_threads(n: int) -> int:
+    """Use ``n`` CPU threads in both backends' kernels (torch's and DGL's OpenMP pools are
+    separate libraries); returns ``n``."""
+    if n < 1:
+        raise KernelError(f"threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    if (dgl := _dgl()) is not None:
+        dgl.utils.set_num_threads(n)
+    return n
 
 
 def resolve_backend(backend: Backend, device: torch.device | str = "cpu") -> str:

@@ -238,7 +238,11 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
         "mean_batch": round(events / max(1.0, _delta(before, after, "lepton_batches_total")), 1),
         "us_per_event": {st: round(1e6 * _delta(before, after, f'lepton_stage_seconds_total{{stage="{st}"}}') / events, 1)
                          for st in STAGES},
+        "worker_mean_ms": {  # where an event's time goes inside the worker (means over batches)
+            "receive_delay": _mean_ms(before, after, "lepton_receive_delay_seconds"),  # produced -> fetched (newest record)
+            "batch": _mean_ms(before, after, "lepton_batch_latency_seconds")},  # fetched -> outputs acknowledged
         "graph_edges": after.get("lepton_graph_edges"),
+        "p99_ms_by_second": _by_second(lat, np.array([p[2] for p in produced]) - first_prod if produced else np.zeros(0)),
         "series": series,
     }
 
@@ -276,6 +280,22 @@ def _metrics(worker: WorkerProcess, timeout: float = 60.0) -> dict[str, float]:
             return m
         time.sleep(0.5)  # refused at once (restarting, or gone): do not spin
     raise RuntimeError(f"worker /metrics did not answer within {timeout:.0f}s")
+
+
+def _mean_ms(before: dict[str, float], after: dict[str, float], hist: str) -> float | None:
+    n = _delta(before, after, f"{hist}_count")
+    return round(1000 * _delta(before, after, f"{hist}_sum") / n, 1) if n else None
+
+
+def _by_second(lat: np.ndarray, t: np.ndarray) -> list[float | None]:
+    """p99 latency (ms) of the events produced in each second of the run (warm-up included):
+    where the tail comes from."""
+    sec = t.astype(np.int64)
+    out: list[float | None] = []
+    for i in range(int(sec.max()) + 1 if len(sec) else 0):
+        x = lat[(sec == i) & np.isfinite(lat)]
+        out.append(round(float(np.percentile(x, 99)) * 1000, 1) if len(x) else None)
+    return out
 
 
 def _delta(before: dict[str, float], after: dict[str, float], key: str) -> float:

@@ -27,6 +27,7 @@ import numpy as np
 
 from gnn.errors import EventError
 from gnn.events import EdgeEvent, parse_edge, parse_node
+from gnn.kernels import set_threads
 from gnn.processor import Alert, Processor
 from gnn.snapshot import latest_snapshot, load_snapshot, save_snapshot
 from security.envelope import seal
@@ -664,6 +665,8 @@ def run_worker(settings: Settings) -> None:
         async def _unbound(topic: str, key: bytes | None, value: bytes) -> Any:  # replaced when the producer starts
             raise RuntimeError("pipeline used before the producer started")
 
+        threads = set_threads(s.resolved_threads())
+        print(f"kernel threads: {threads} (LEPTON_THREADS; the event loop keeps a core)", flush=True)
         pipeline = Pipeline(settings=s, processor=Processor(s.processor_config()), keyring=keyring, send=_unbound,
                             key_file=key_file, recipients=recipients,
                             trainer=ThreadPoolExecutor(1, thread_name_prefix="lepton-train"))

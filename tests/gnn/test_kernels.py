@@ -8,7 +8,7 @@ import torch
 
 from gnn.errors import KernelError
 from gnn.graph import DynamicGraph
-from gnn.kernels import aggregate, dgl_available, resolve_backend, scatter_sum
+from gnn.kernels import aggregate, dgl_available, resolve_backend, scatter_sum, set_threads
 
 BACKENDS = ["torch"] + (["dgl"] if dgl_available() else [])
 
@@ -105,3 +105,17 @@ def test_torch_backend_on_cuda_equals_cpu() -> None:
         cpu = aggregate(g.in_csr(), x, op, "torch")
         gpu = aggregate(g.in_csr(), x.cuda(), op, "auto").cpu()
         assert (cpu - gpu).abs().max().item() <= 1e-4
+
+
+def test_set_threads_reaches_both_backends() -> None:
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 and torch.get_num_threads() == 1
+        if dgl_available():
+            import dgl
+
+            assert dgl.utils.get_num_threads() == 1
+        with pytest.raises(KernelError, match="threads"):
+            set_threads(0)
+    finally:
+        set_threads(before)

@@ -95,3 +95,14 @@ def test_anomaly_weights_reach_the_detector(monkeypatch: pytest.MonkeyPatch) -> 
     assert cfg.activity_window == 50.0
     with pytest.raises(ValidationError, match="NAME=VALUE"):
         Settings(anomaly_weights="novelty=1")
+
+
+def test_kernel_threads_leave_the_event_loop_a_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert Settings().resolved_threads() == 1  # 2 cores: one for the kernels, one for the loop
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(16)), raising=False)
+    assert Settings().resolved_threads() == 15
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0}, raising=False)
+    assert Settings().resolved_threads() == 1
+    monkeypatch.setenv("LEPTON_THREADS", "3")
+    assert load_settings().resolved_threads() == 3

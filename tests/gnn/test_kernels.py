@@ -115,6 +115,9 @@ def test_set_threads_reaches_both_backends() -> None:
             import dgl
 
             assert dgl.utils.get_num_threads() == 1
+        from threadpoolctl import threadpool_info
+
+        assert all(p["num_threads"] == 1 for p in threadpool_info())  # NumPy's OpenBLAS included
         with pytest.raises(KernelError, match="threads"):
             set_threads(0)
     finally:

@@ -19,6 +19,7 @@ Pure and synchronous: ``now`` is passed in; no Kafka, no clock, no I/O.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -65,6 +66,7 @@ class ProcessorConfig:
     ann_min_nodes: int = 50_000
     ann_nprobe: int = 16
     hop_fanout: int = 5  # neighbours expanded for the 2-hop candidates
+    predictions_per_event: float = 0.0  # top-k budget per batch (x events, at least PREDICTION_FLOOR); 0: every touched node
     refit_every: int = 5_000  # new positive samples between online decoder fits
     train_buffer: int = 50_000  # most recent training samples kept
     alert_rate: float = 0.002
@@ -119,6 +121,9 @@ class BatchResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+PREDICTION_FLOOR = 16  # a budgeted batch still publishes this many: waiting nodes drain while batches flow
+
+
 class Processor:
     """Live graph + incremental embeddings + scoring, driven one micro-batch at a time."""
 
@@ -145,11 +150,21 @@ class Processor:
         self.detector = AnomalyDetector(tick=c.tick_seconds, seed=c.seed, weights=c.anomaly_weights,
                                         activity_window=c.activity_window)
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._waiting: OrderedDict[int, int] = OrderedDict()  # budgeted top-k: node -> newest trigger (ms), oldest first
         self.scored = 0
         self._index: IVFIndex | None = None  # built lazily; not part of a snapshot (rebuilt after a load)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_index"} | {"_index": None}
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("_waiting", OrderedDict())  # snapshots from before the prediction budget
+        self.__dict__.update(state)
+
+    @property
+    def waiting(self) -> int:
+        """Touched nodes whose top-k a prediction budget has deferred to a later batch."""
+        return len(self._waiting)
 
     @property
     def model_version(self) -> str:
@@ -199,7 +214,7 @@ class Processor:
         if self._index is not None:
             self._index.refresh(self.engine.embeddings, g.n_rows, stats.moved)
         t4 = time.perf_counter()
-        nodes, latest = _touched(src, dst, np.asarray(stamps, np.int64))
+        nodes, latest = self._due(*_touched(src, dst, np.asarray(stamps, np.int64)), len(batch))
         top = self._topk(nodes, now)
         names = g.keys(np.concatenate([t[1] for t in top])) if top else []  # one pass over every partner
         probs = [round(p, 6) for t in top for p in t[2].tolist()]
@@ -263,6 +278,21 @@ class Processor:
             out.append(e)
             out_ts.append(s)
         return out, out_ts, dups
+
+    def _due(self, nodes: np.ndarray, latest: np.ndarray, events: int) -> tuple[np.ndarray, np.ndarray]:
+        """The touched nodes whose top-k this batch publishes, with their newest trigger times:
+        all of them; or, under a budget, the longest-waiting ones up to the budget. A node touched
+        again while it waits keeps its place and takes the newer trigger (one prediction, fresh)."""
+        budget = self.config.predictions_per_event
+        if budget <= 0 or self.config.top_k == 0:
+            return nodes, latest
+        wait = self._waiting
+        for node, ms in zip(nodes.tolist(), latest.tolist()):
+            if wait.get(node, ms) <= ms:  # new, or touched again: the newest trigger, same place in line
+                wait[node] = ms
+        take = min(len(wait), max(PREDICTION_FLOOR, math.ceil(budget * events)))
+        due = [wait.popitem(last=False) for _ in range(take)]
+        return np.array([n for n, _ in due], np.int64), np.array([t for _, t in due], np.int64)
 
     def _apply(self, events: list[EdgeEvent], src: np.ndarray, dst: np.ndarray) -> tuple[list[Applied], int]:
         changes: list[Applied] = []

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
                          "0: one per core less one, left to the event loop (Kafka I/O, decode, sealing)")
     prune_eps: float | None = None
     top_k: int = Field(10, ge=1)
+    predictions_per_event: float = Field(0.0, ge=0, description="top-k budget of a batch per event it holds (at "
+                                         "least 16); touched nodes beyond it wait, oldest first; 0: every touched node")
     ann: Literal["auto", "exact", "ivf"] = Field(
         "auto", description="embedding nearest-neighbour search for top-k candidates (auto: IVF from ann_min_nodes)")
     ann_min_nodes: int = Field(50_000, ge=0)
@@ -149,7 +151,8 @@ class Settings(BaseSettings):
                                degree_features=self.degree_features,
                                hidden=self.hidden, out=self.embedding_dim, layers=self.layers,
                                aggregator=self.aggregator, backend=self.backend, device=self.resolved_device(),
-                               prune_eps=self.prune_eps, top_k=self.top_k, refit_every=self.refit_every,
+                               prune_eps=self.prune_eps, top_k=self.top_k,
+                               predictions_per_event=self.predictions_per_event, refit_every=self.refit_every,
                                ann=self.ann, ann_min_nodes=self.ann_min_nodes, ann_nprobe=self.ann_nprobe,
                                model_path=str(self.model) if self.model else None, alert_rate=self.alert_rate,
                                tick_seconds=self.tick_seconds, seed=self.seed, activity_window=self.activity_window,

@@ -176,6 +176,7 @@ class Pipeline:
             m.inc("removes_missing_total", result.missing_removes, help="removes of edges that did not exist")
             m.inc("batches_total", help="micro-batches processed")
             m.inc("predictions_total", published, help="prediction messages published")
+            m.set("predictions_waiting", self.processor.waiting, help="touched nodes whose top-k the budget deferred")
             m.inc("alerts_total", len(alerts), help="alert messages published")
             m.inc("rows_reembedded_total", result.update.rows_recomputed, help="embedding rows recomputed")
             m.set("graph_nodes", self.processor.graph.num_nodes, help="nodes in the live graph")

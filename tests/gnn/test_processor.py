@@ -158,3 +158,43 @@ def test_touched_nodes_in_first_appearance_order_with_newest_stamp() -> None:
     nodes, latest = _touched(src, dst, stamps)
     assert nodes.tolist() == list(ref) and latest.tolist() == list(ref.values())
     assert _touched(src[:0], dst[:0], stamps[:0])[0].tolist() == []
+
+
+def test_prediction_budget_defers_oldest_first_and_coalesces() -> None:
+    from gnn.processor import PREDICTION_FLOOR
+
+    p = Processor(dataclasses.replace(CFG, predictions_per_event=0.25))
+    star = [EdgeEvent(src="hub", dst=f"leaf{i}", ts=float(i)) for i in range(60)]  # 61 touched nodes
+    r1 = p.process(star, now=60.0, produced_ms=list(range(1000, 1060)))
+    assert len(r1.predictions) == max(PREDICTION_FLOOR, 15) and p.waiting == 61 - 16
+    assert [q.node for q in r1.predictions] == ["hub"] + [f"leaf{i}" for i in range(15)]  # first touched, first served
+    # leaf40 is touched again while it waits: it keeps its place and takes the newer trigger
+    r2 = p.process([EdgeEvent(src="leaf40", dst="other", ts=61.0)], now=61.0, produced_ms=[5000])
+    assert [q.node for q in r2.predictions] == [f"leaf{i}" for i in range(15, 31)]
+    served = {q.node: q.trigger_ts_ms for r in (r1, r2) for q in r.predictions}
+    while p.waiting:
+        r = p.process([EdgeEvent(src="hub", dst="leaf0", ts=62.0)], now=62.0, produced_ms=[6000])
+        assert len(r.predictions) <= PREDICTION_FLOOR
+        for q in r.predictions:
+            assert q.node not in served or q.node in ("hub", "leaf0")  # each waiting node once
+            served[q.node] = q.trigger_ts_ms
+    assert set(served) == {"hub", "other"} | {f"leaf{i}" for i in range(60)}  # nothing lost
+    assert served["leaf40"] == 5000 and served["leaf41"] == 1041
+
+
+def test_no_budget_predicts_every_touched_node_and_budget_survives_a_snapshot() -> None:
+    import pickle
+
+    star = [EdgeEvent(src="hub", dst=f"leaf{i}", ts=float(i)) for i in range(60)]
+    assert len(Processor(CFG).process(star, now=60.0).predictions) == 61
+    p = Processor(dataclasses.replace(CFG, predictions_per_event=0.1))
+    p.process(star, now=60.0)
+    q = pickle.loads(pickle.dumps(p))
+    assert q.waiting == p.waiting == 61 - 16
+    more = [EdgeEvent(src="x", dst="y", ts=61.0)]
+    assert [a.node for a in q.process(more, now=61.0).predictions] == [a.node for a in p.process(more, now=61.0).predictions]
+    old = p.__getstate__()
+    del old["_waiting"]  # a snapshot from before the budget
+    r = Processor.__new__(Processor)
+    r.__setstate__(old)
+    assert r.waiting == 0

@@ -49,3 +49,18 @@ def test_bench_e2e_replays_a_dataset_after_preloading_its_head(broker, tmp_path:
     assert run["events"] == 600 and run["unmatched_events"] == 0
     # 2,000 preloaded + the other 500 streamed, then 100 of those again (wrapped): exactly the file's edges
     assert run["graph_edges"] == 2_500
+
+
+def test_bench_e2e_runs_start_alike(broker, tmp_path: Path) -> None:  # noqa: ANN001
+    """Each run of a sweep: a fresh worker on the pre-loaded graph, its own topics, the same
+    replayed edges (a run used to inherit the graph and the broker log of the runs before it)."""
+    data = tmp_path / "edges.txt"
+    data.write_text("".join(f"u{i} v{i} {1_000_000 + i}\n" for i in range(3_000)))  # 3,000 distinct edges
+    out = tmp_path / "e2e.json"
+    r = subprocess.run([sys.executable, "-m", "stream.cli", "bench", "e2e", "--dataset", str(data), "--sweep", "300,300",
+                        "--duration", "2", "--preload-edges", "2000", "--warmup", "0.5", "--bootstrap", broker.bootstrap,
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert [run["graph_edges"] for run in runs] == [2_600, 2_600]  # not 2,600 then 3,000
+    assert all(run["unmatched_events"] == 0 and run["worker_ready_s"] > 0 for run in runs)

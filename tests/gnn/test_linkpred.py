@@ -149,3 +149,17 @@ def test_reversed_scores_equal_scoring_the_reversed_pairs() -> None:
     backward, _ = model.score(v, u, np.full(200, 9.0), emb)
     np.testing.assert_allclose(model.score_reversed(x), backward, rtol=1e-9)
     assert not np.allclose(forward, backward)  # the decoder is not symmetric by itself
+
+
+def test_refit_from_the_previous_decoder_reaches_the_same_optimum_in_fewer_steps() -> None:
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=6)
+    x = rng.normal(size=(40_000, 6)) * rng.uniform(0.5, 20, 6) + rng.uniform(-5, 5, 6)
+    y = (rng.random(40_000) < 1 / (1 + np.exp(-((x - x.mean(0)) / x.std(0)) @ w))).astype(np.float64)
+    old = LogisticDecoder().fit(x[:30_000], y[:30_000])
+    cold = LogisticDecoder().fit(x[10_000:], y[10_000:])
+    warm = LogisticDecoder().fit(x[10_000:], y[10_000:], start=old)  # a quarter of the samples new
+    np.testing.assert_allclose(warm.w, cold.w, rtol=1e-7, atol=1e-9)
+    assert abs(warm.b - cold.b) < 1e-9
+    np.testing.assert_allclose(warm.predict(x), cold.predict(x), atol=1e-9)
+    assert warm.steps < cold.steps, (warm.steps, cold.steps)

@@ -23,7 +23,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -121,6 +121,10 @@ class BatchResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+# Serving policy: a restored processor takes these from the current settings (restart with a new
+# LEPTON_TOP_K, say); every other field shapes the model or its state and stays the snapshot's.
+SERVING = ("top_k", "candidates", "ann", "ann_min_nodes", "ann_nprobe", "hop_fanout", "predictions_per_event",
+           "alert_rate", "alert_warmup", "storm_max", "refit_every", "full_fraction")
 PREDICTION_FLOOR = 16  # a budgeted batch still publishes this many: waiting nodes drain while batches flow
 
 
@@ -160,6 +164,22 @@ class Processor:
     def __setstate__(self, state: dict) -> None:
         state.setdefault("_waiting", OrderedDict())  # snapshots from before the prediction budget
         self.__dict__.update(state)
+
+    def reconfigure(self, config: ProcessorConfig) -> tuple[dict[str, tuple], dict[str, tuple]]:
+        """Take ``config``'s serving policy (:data:`SERVING`) on a restored processor.
+
+        Returns ``(changed, kept)``, each ``{field: (snapshot's value, config's value)}``: the
+        serving fields now changed, and the model-shaping fields that differ but stay the
+        snapshot's (the caller warns about those)."""
+        old = self.config
+        diff = {f.name: (getattr(old, f.name), getattr(config, f.name)) for f in fields(ProcessorConfig)
+                if f.name not in ("device", "model_path") and getattr(old, f.name) != getattr(config, f.name)}
+        changed = {k: v for k, v in diff.items() if k in SERVING}
+        self.config = replace(old, **{k: new for k, (_, new) in changed.items()})
+        self.link.refit_every, self.engine.full_fraction = self.config.refit_every, self.config.full_fraction
+        if any(k.startswith("ann") for k in changed):
+            self._index = None  # rebuilt with the new search settings on first use
+        return changed, {k: v for k, v in diff.items() if k not in SERVING}
 
     @property
     def waiting(self) -> int:

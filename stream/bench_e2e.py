@@ -245,6 +245,8 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
         "cpu_percent": round(100 * (sum(cpu1[:2]) - sum(cpu0[:2])) / (wall1 - wall0), 1),
         "rss_mb_start": round(rss[0], 1) if rss else None, "rss_mb_max": round(max(rss), 1) if rss else None,
         "batches": int(_delta(before, after, "lepton_batches_total")),
+        "predictions": int(_delta(before, after, "lepton_predictions_total")),
+        "predictions_waiting": after.get("lepton_predictions_waiting"),
         "mean_batch": round(events / max(1.0, _delta(before, after, "lepton_batches_total")), 1),
         "us_per_event": {st: round(1e6 * _delta(before, after, f'lepton_stage_seconds_total{{stage="{st}"}}') / events, 1)
                          for st in STAGES},

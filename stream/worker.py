@@ -500,6 +500,11 @@ class Worker:
             return {}
         t0 = time.perf_counter()
         processor, meta = load_snapshot(latest, device=self.settings.resolved_device())
+        changed, kept = processor.reconfigure(self.settings.processor_config())
+        for name, (was, now) in changed.items():
+            print(f"setting {name}: {now!r} (the snapshot had {was!r})", flush=True)
+        for name, (was, now) in kept.items():
+            log.warning("setting %s=%r ignored: the snapshot's model and state were built with %r", name, now, was)
         self.pipeline.processor = processor
         self.totals.update(meta.get("totals", {}))
         log.warning("restored %s in %.2fs: %s", latest, time.perf_counter() - t0, meta["summary"])

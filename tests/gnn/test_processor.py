@@ -198,3 +198,19 @@ def test_no_budget_predicts_every_touched_node_and_budget_survives_a_snapshot() 
     r = Processor.__new__(Processor)
     r.__setstate__(old)
     assert r.waiting == 0
+
+
+def test_a_restored_processor_takes_new_serving_settings_and_keeps_its_model() -> None:
+    import pickle
+
+    p = Processor(CFG)
+    star = [EdgeEvent(src="hub", dst=f"leaf{i}", ts=float(i)) for i in range(60)]
+    p.process(star, now=60.0)
+    q = pickle.loads(pickle.dumps(p))  # as a snapshot restores it
+    new = dataclasses.replace(CFG, top_k=5, predictions_per_event=0.5, refit_every=77, hidden=32)
+    changed, kept = q.reconfigure(new)
+    assert changed == {"top_k": (3, 5), "predictions_per_event": (0.0, 0.5), "refit_every": (5000, 77)}
+    assert kept == {"hidden": (8, 32)} and q.config.hidden == 8 and q.link.refit_every == 77
+    r = q.process([EdgeEvent(src=f"x{i}", dst=f"y{i}", ts=61.0) for i in range(40)], now=61.0)
+    assert len(r.predictions) == 20 and all(len(a.partners) <= 5 for a in r.predictions)  # the budget: 0.5 x 40
+    assert max(len(a.partners) for a in r.predictions) == 5

@@ -64,3 +64,19 @@ def test_bench_e2e_runs_start_alike(broker, tmp_path: Path) -> None:  # noqa: AN
     runs = json.loads(out.read_text())["runs"]
     assert [run["graph_edges"] for run in runs] == [2_600, 2_600]  # not 2,600 then 3,000
     assert all(run["unmatched_events"] == 0 and run["worker_ready_s"] > 0 for run in runs)
+    assert all(run["predictions"] >= 600 for run in runs)  # ~2 fresh nodes per event, every one predicted
+
+
+def test_bench_e2e_worker_settings_reach_a_restored_worker(broker, tmp_path: Path) -> None:  # noqa: ANN001
+    """--set reaches the worker although it starts from the pre-loaded snapshot (whose settings
+    used to win): a prediction budget of 0.01 per event caps a batch at 16 top-k."""
+    data = tmp_path / "edges.txt"
+    data.write_text("".join(f"u{i} v{i} {1_000_000 + i}\n" for i in range(3_000)))
+    out = tmp_path / "e2e.json"
+    r = subprocess.run([sys.executable, "-m", "stream.cli", "bench", "e2e", "--dataset", str(data), "--rate", "300",
+                        "--duration", "2", "--preload-edges", "2000", "--warmup", "0.5", "--bootstrap", broker.bootstrap,
+                        "--set", "PREDICTIONS_PER_EVENT=0.01", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["unmatched_events"] == 0 and run["predictions"] <= 16 * run["batches"]
+    assert run["predictions"] + run["predictions_waiting"] >= 1_000  # the rest wait their turn

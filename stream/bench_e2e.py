@@ -8,8 +8,9 @@ exactly: first prediction of the batch that covered it, minus the event's produc
 
 The worker's graph is pre-loaded from a snapshot (a power-law graph built offline, or the
 first edges of a real edge file), so the run starts from a realistic graph without replaying
-millions of events. Each rate of a sweep gets a fresh worker on that snapshot and its own topics. With a dataset, the events are the file's next edges, in file order, with
-their own timestamps. Every event is encoded before its run starts, so the paced loop only sends.
+millions of events. Each rate of a sweep gets a fresh worker on that snapshot and its own
+topics. With a dataset, the events are the file's next edges, in file order, with their own
+timestamps. Every event is encoded before its run starts, so the paced loop only sends.
 """
 
 from __future__ import annotations

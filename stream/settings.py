@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         "bucket", description="degree inputs: log1p, floor(log2) buckets (cheap exact updates), or none")
     backend: Literal["auto", "dgl", "torch"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(0, ge=0, description="torch and DGL threads for the worker's kernels; "
+    threads: int = Field(0, ge=0, description="threads of the worker's kernel pools (torch, DGL, NumPy's BLAS); "
                          "0: one per core less one, left to the event loop (Kafka I/O, decode, sealing)")
     prune_eps: float | None = None
     top_k: int = Field(10, ge=1)
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     def resolved_threads(self) -> int:
         """Kernel threads: ``threads``, or (0) the cores this process may use less one, at least 1.
         On 2 cores one thread beat two end to end (DARPA at 20,000/s offered: 14.3-15.8k vs
-        11.4-13.7k events/s): an OpenMP helper spinning between kernels took the loop's core."""
+        11.4-13.7k events/s): idle OpenMP and OpenBLAS helpers spin between calls, on the loop's core."""
         if self.threads:
             return self.threads
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -89,7 +89,6 @@ def run_e2e(settings: Settings, bootstrap: str, state_dir: Path, config: E2EConf
         try:
             ready = round(worker.wait_ready(timeout=180), 2)
             say(f"offering {rate:,.0f} events/s for {config.duration:.0f}s")
-            events.cursor = 0  # a dataset: every run replays the same edges after the pre-loaded ones
             run = asyncio.run(_run_once(s, bootstrap, ring, worker, psutil.Process(worker.proc.pid), rate, config,
                                         events.next(int(rate * config.duration), seed=config.seed + i)))
         finally:
@@ -111,18 +110,18 @@ def sweep(runs: list[dict[str, Any]], p99_ms: float = 250.0) -> dict[str, Any]:
 
 # ---- helpers ---------------------------------------------------------------------------------
 class _Events:
-    """Each run's events as (key, value) bytes: the dataset's next edges in file order (from the
+    """Each run's events as (key, value) bytes: the dataset's edges after the pre-loaded ones, in
+    file order and the same for every run (every run starts from the pre-loaded graph; from the
     start again once used up), or synthetic endpoints (no ``ts``: the record time stands in)."""
 
     def __init__(self, c: E2EConfig, nodes: int, pool: np.ndarray, replay: "pd.DataFrame | None") -> None:
-        self.c, self.nodes, self.pool, self.replay, self.cursor = c, nodes, pool, replay, 0
+        self.c, self.nodes, self.pool, self.replay = c, nodes, pool, replay
 
     def next(self, total: int, seed: int) -> list[tuple[bytes, bytes]]:
         if self.replay is not None:
             if len(self.replay) == 0:
                 raise ValueError(f"{self.c.dataset}: no edges left after the {self.c.preload_edges:,} preloaded")
-            rows = (self.cursor + np.arange(total)) % len(self.replay)
-            self.cursor = int(rows[-1]) + 1 if total else self.cursor
+            rows = np.arange(total) % len(self.replay)
             return list(table_events(self.replay.iloc[rows]))  # what `lepton produce` sends
         rng = np.random.default_rng(seed)
         ids = (rng.zipf(1.6, size=(total, 2)) % self.nodes if self.c.endpoints == "zipf"  # graph: an endpoint of

@@ -20,7 +20,9 @@ Backends:
 ``scatter_sum(x, src, dst, n_out)`` is the same sum over an arbitrary arc list (no CSR):
 ``out[dst[i]] += w[i] * x[src[i]]``. The incremental engine pushes changed activations to
 their out-neighbours with it; DGL's kernel runs it in parallel after its own (parallel) sort
-into CSC, ~3.5x torch's serial ``index_add_`` on a million arcs.
+into CSC, ~3.5x torch's serial ``index_add_`` on a million arcs. Below ``DGL_MIN_ARCS`` arcs
+the ``dgl`` backend takes torch's path: building DGL's block costs ~0.7 ms a call, 5-20x
+``index_add_`` on a few hundred arcs (a small batch's scatter).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def scatter_sum(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, n_out: int, w
         raise KernelError(f"src, dst and weight must have one entry per arc, got {len(src)}, {len(dst)}, "
                           f"{None if weight is None else len(weight)}")
     name = resolve_backend(backend, x.device)
-    if name == "dgl" and len(src) and max(x.shape[0], n_out) < 2**31:
+    if name == "dgl" and len(src) >= DGL_MIN_ARCS and max(x.shape[0], n_out) < 2**31:
         return _dgl_scatter(x, src, dst, n_out, weight)
     out = x.new_zeros((n_out, x.shape[1]))
     for lo in range(0, len(src), _SCATTER_CHUNK):  # bounds the gathered [chunk, d] temporary
@@ -172,6 +174,7 @@ def _dgl_scatter(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, n_out: int,
 
 
 _SCATTER_CHUNK = 1 << 18  # arcs per index_add_ call in scatter_sum's torch path
+DGL_MIN_ARCS = 4096  # scatter_sum: fewer arcs go to index_add_ (1 thread: 0.16 vs 0.71 ms at 1k arcs, 1.4 vs 1.0 at 10k)
 _WEIGHT_BYTES = 1 << 26  # expanded edge weights per DGL call (64 MiB)
 
 

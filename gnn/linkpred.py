@@ -277,9 +277,15 @@ class LinkModel:
             self._held -= len(self._x.pop(0))
             self._y.pop(0)
 
+    def training_due(self) -> bool:
+        """Whether :meth:`training_job` would hand out a fit now (enough samples; the first fit,
+        or ``refit_every`` positives since the last one was handed out)."""
+        return self._held >= self.min_samples and (not (self._jobs or self.decoder is not None)
+                                                   or self._since >= self.refit_every)
+
     def training_job(self) -> Callable[[], LogisticDecoder] | None:
         """A closure that fits a new decoder on a snapshot of the buffer, or None if not due."""
-        if self._held < self.min_samples or ((self._jobs or self.decoder is not None) and self._since < self.refit_every):
+        if not self.training_due():
             return None
         x, y, start = np.concatenate(self._x), np.concatenate(self._y), self.decoder
         self._since = 0

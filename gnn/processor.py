@@ -157,12 +157,14 @@ class Processor:
         self._waiting: OrderedDict[int, int] = OrderedDict()  # budgeted top-k: node -> newest trigger (ms), oldest first
         self.scored = 0
         self._index: IVFIndex | None = None  # built lazily; not part of a snapshot (rebuilt after a load)
+        self._staged: LogisticDecoder | None = None  # a finished fit waiting for install_due
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_index"} | {"_index": None}
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("_waiting", OrderedDict())  # snapshots from before the prediction budget
+        state.setdefault("_staged", None)  # snapshots from before staged fits
         self.__dict__.update(state)
 
     def reconfigure(self, config: ProcessorConfig) -> tuple[dict[str, tuple], dict[str, tuple]]:
@@ -194,6 +196,26 @@ class Processor:
     def training_job(self) -> Callable[[], LogisticDecoder] | None:
         """A decoder-fitting closure when one is due (run it off the hot path), else None."""
         return self.link.training_job()
+
+    def install_due(self) -> bool:
+        """Whether a fit handed out earlier should be installed before the next batch: when the
+        next fit is due (a fit gets a whole refit period to run beside the stream), or at once
+        while no decoder is installed yet. A function of the events seen, not of time."""
+        return self.link.decoder is None or self.link.training_due()
+
+    def stage(self, decoder: LogisticDecoder) -> None:
+        """Hold a finished fit until :meth:`install_due` (it is part of a snapshot, so a replay
+        installs it at the same batch as the run that wrote the snapshot)."""
+        self._staged = decoder
+
+    @property
+    def staged(self) -> bool:
+        return self._staged is not None
+
+    def install_staged(self) -> str | None:
+        """Install the staged fit, if any; the new model version, or None."""
+        decoder, self._staged = self._staged, None
+        return None if decoder is None else self.install(decoder)
 
     def install(self, decoder: LogisticDecoder) -> str:
         """Hot-swap a fitted decoder between batches. Embeddings do not depend on the decoder,

@@ -60,7 +60,7 @@ def test_backends_match_dense_reference(seed: int, op: str, slice_bytes: int, mo
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("arcs", [0, 1, 500, 300_000])  # 300k: more than one index_add_ chunk
+@pytest.mark.parametrize("arcs", [0, 1, 500, 5_000, 300_000])  # 500: under DGL_MIN_ARCS; 300k: over one index_add_ chunk
 def test_scatter_sum_matches_a_loop_on_every_backend(arcs: int, weighted: bool) -> None:
     rng = np.random.default_rng(arcs)
     x = torch.randn(40, 8)

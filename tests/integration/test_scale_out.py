@@ -33,7 +33,7 @@ def test_two_workers_union_equals_one(broker, tmp_path: Path) -> None:  # noqa: 
     s, env = _settings(tag)
     ensure_topics(s, broker.bootstrap)
     ring = KeyRing.generate("scale")
-    common = {"LEPTON_KEYS": ring.serialise().strip(), "LEPTON_REFIT_EVERY": "600",  # refits: installed at fixed batches
+    common = {"LEPTON_KEYS": ring.serialise().strip(), "LEPTON_REFIT_EVERY": "300",  # refits: installed at fixed batches
               "LEPTON_BATCH_WINDOW": "1.2", "LEPTON_MAX_BATCH": str(2 * WAVE), "LEPTON_BATCH_MODE": "fixed"}
     solo_topic = f"{tag}.solo.predictions"
     solo_s = s.model_copy(update={"topic_predictions": solo_topic, "app_id": f"{tag}-solo"})
@@ -70,8 +70,9 @@ def test_two_workers_union_equals_one(broker, tmp_path: Path) -> None:  # noqa: 
     pair = published(s.topic_predictions, counts[0] + counts[1])
     one = published(solo_topic, counts[2])
     assert 0 < counts[0] and 0 < counts[1] and counts[0] + counts[1] == counts[2] == len(one)
-    # fits start at batches 3 and 5 and are installed, in every worker, before batches 4 and 6
-    assert {p["model_version"] for p in one} == {"sage-0/untrained", "sage-0/lr-1", "sage-0/lr-2"}
+    # fits are handed out at batches 3, 4 and 5 (300 positives: under a wave) and installed, in every
+    # worker, when the next is due: before batches 4, 5 and 6
+    assert {p["model_version"] for p in one} == {"sage-0/untrained", "sage-0/lr-1", "sage-0/lr-2", "sage-0/lr-3"}
     a, b = {p["id"]: p for p in pair}, {p["id"]: p for p in one}
     assert a.keys() == b.keys()
     diff = [(a[k], b[k]) for k in a if not _same(a[k], b[k])]

@@ -139,3 +139,54 @@ def test_a_fit_started_before_a_batch_is_installed_before_the_next() -> None:
     by_batch = {b.id: {v for bid, v in versions if bid == b.id} for b in batches}
     assert [by_batch[b.id] for b in batches[:3]] == [{"sage-0/untrained"}] * 3
     assert by_batch[batches[3].id] == {"sage-0/lr-1"}
+
+
+def _edge_batches(n: int, size: int, seed: int) -> list[Batch]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in range(n):
+        ends = rng.integers(0, 400, (size, 2))
+        records = [Record("t.edges", 0, b * size + i, 0.0, None, json.dumps({"src": f"n{u}", "dst": f"n{v}"}).encode())
+                   for i, (u, v) in enumerate(ends)]
+        out.append(Batch(records=records, start={"t.edges:0": b * size}, end={"t.edges:0": (b + 1) * size}))
+    return out
+
+
+def test_a_refit_runs_beside_the_stream_until_the_next_one_is_due() -> None:
+    """Later fits are installed when the next one is due, not before the very next batch, so no
+    batch waits for a fit that had a whole refit period to run. refit_every = 600 positives,
+    batches of 300 edges: the first fit (handed out at batch 3, 1,200 samples) is installed at
+    once (no decoder yet); the second is handed out at batch 5 and installed at batch 7, not 6.
+    A snapshot between them keeps the finished fit staged, so a replay installs it at batch 7 too."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    ring = KeyRing.generate("k")
+    trainer = ThreadPoolExecutor(1)
+    batches = _edge_batches(8, 300, seed=2)
+
+    def run(snapshot_after: int | None) -> dict[str, set[str]]:
+        out: list[dict] = []
+        p = Pipeline(settings=_SETTINGS, processor=Processor(ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=2,
+                                                                             refit_every=600)),
+                     keyring=ring, send=_opening_send(ring, out), trainer=trainer)
+
+        async def scenario() -> None:
+            for i, batch in enumerate(batches):
+                await p.handle(batch)
+                if i + 1 == snapshot_after:  # what Worker.snapshot does, then a restart from it
+                    p.install_pending()
+                    assert p.processor.staged
+                    p.processor = pickle.loads(pickle.dumps(p.processor))
+
+        asyncio.run(scenario())
+        versions = [(r["batch"], r["model_version"]) for r in out if r["type"] == "prediction"]
+        return {b.id: {v for bid, v in versions if bid == b.id} for b in batches}
+
+    try:
+        plain, restored = run(None), run(5)
+    finally:
+        trainer.shutdown()
+    want = ["untrained"] * 3 + ["lr-1"] * 3 + ["lr-2"] * 2
+    assert [plain[b.id] for b in batches] == [{f"sage-0/{v}"} for v in want]
+    assert restored == plain

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from stream.kafka import aiokafka_config, partition_for
 from stream.settings import Settings
 
-__all__ = ["Record", "Batch", "Source", "Ownership", "tp_key"]
+__all__ = ["Record", "Batch", "Source", "Ownership", "tp_key", "window_end"]
 
 log = logging.getLogger("lepton.source")
 
@@ -62,6 +62,17 @@ class Batch:
 
 def tp_key(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
+
+
+def window_end(produced: float, window: float) -> float:
+    """Monotonic time at which a batch's fill window ends: ``window`` s after its first record
+    was produced (its Kafka timestamp, wall clock), not after the worker took it up. Records that
+    arrived while the previous batch was processing have waited already: a window counted from
+    the fetch made them wait a second time (the window, ~60 ms at 5,000/s, after a batch's
+    processing). Clamped to [now, now + window]: a producer's clock skew can only shorten or
+    restore the window, never stretch it."""
+    left = window - (time.time() - produced)
+    return time.monotonic() + min(window, max(0.0, left))
 
 
 @dataclass
@@ -118,11 +129,12 @@ class Source:
         return dict(self._next)
 
     async def batch(self, max_records: int, window: float, idle: float = 0.1) -> Batch | None:
-        """Up to ``max_records`` records, waiting at most ``window`` s after the first arrives;
-        None when nothing arrived within ``idle`` s (the caller checks for shutdown)."""
+        """Up to ``max_records`` records, waiting at most ``window`` s after the first was produced
+        (:func:`window_end`); None when nothing arrived within ``idle`` s (the caller checks for
+        shutdown)."""
         out = self._held[:max_records]
         self._held = self._held[max_records:]
-        deadline = time.monotonic() + window if out else None
+        deadline = window_end(out[0].timestamp, window) if out else None
         while len(out) < max_records:
             wait = idle if deadline is None else deadline - time.monotonic()
             if wait <= 0:  # window over: keep taking while records are flowing (a backlog), briefly
@@ -136,7 +148,7 @@ class Source:
                 return None
             out += got
             if deadline is None and out:
-                deadline = time.monotonic() + window
+                deadline = window_end(out[0].timestamp, window)
         return self._cut(out)
 
     async def take_until(self, end: dict[str, int], timeout: float = 60.0) -> Batch:

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -625,6 +626,19 @@ class Worker:
             self.journal.close()
 
 
+def background_priority(step: int = 10) -> int:
+    """Lower the calling thread's CPU priority by ``step`` nice levels (Linux schedules threads
+    one by one), for the online-fit thread: a fit then takes the CPU the stream leaves idle
+    (it has a whole refit period to finish) instead of slowing the batch beside it. Returns the
+    thread's nice value; unchanged where the platform refuses."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+        return os.getpriority(os.PRIO_PROCESS, tid)
+    except (AttributeError, OSError):
+        return 0
+
+
 def _die_with_parent(parent: int) -> None:
     """Linux: SIGKILL this (forked) process when its parent dies, so no orphan writer races
     the next worker's recovery. Elsewhere only the check that the parent is still there."""
@@ -684,7 +698,8 @@ def run_worker(settings: Settings) -> None:
         print(f"kernel threads: {threads} (LEPTON_THREADS; the event loop keeps a core)", flush=True)
         pipeline = Pipeline(settings=s, processor=Processor(s.processor_config()), keyring=keyring, send=_unbound,
                             key_file=key_file, recipients=recipients,
-                            trainer=ThreadPoolExecutor(1, thread_name_prefix="lepton-train"))
+                            trainer=ThreadPoolExecutor(1, thread_name_prefix="lepton-train",
+                                                       initializer=background_priority))
         if s.webhooks is not None:
             endpoints = parse_endpoints(s.webhooks.get_secret_value())
             pipeline.webhooks = WebhookDelivery(endpoints, spool_dir=s.state_dir / "webhook-spool",

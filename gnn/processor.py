@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Literal
@@ -359,14 +359,14 @@ class Processor:
 
     def _storm(self, events: list[EdgeEvent], scores: np.ndarray) -> Alert:
         """One summary alert for a batch with more than ``storm_max`` alerting edges."""
-        nodes = [n for e in events for n in (e.src, e.dst)]
-        top = max(set(nodes), key=nodes.count)
+        counts = Counter(n for e in events for n in (e.src, e.dst))  # was max(set, key=list.count): O(n·distinct)
+        (top, top_edges), = counts.most_common(1)  # ties: the node seen first (a set's order varies by process)
         ids = "|".join(e.id or f"{e.src}|{e.dst}|{e.ts}" for e in events)
         return Alert(id=hashlib.sha256(f"alert_storm|{ids}".encode()).hexdigest()[:24], kind="alert_storm",
                      severity="high", score=round(float(scores.max()), 6), src="*", dst="*", node=top,
                      ts=max(e.ts for e in events),
-                     components={"count": float(len(events)), "distinct_nodes": float(len(set(nodes))),
-                                 "top_node_edges": float(nodes.count(top)), "mean_score": round(float(scores.mean()), 6)},
+                     components={"count": float(len(events)), "distinct_nodes": float(len(counts)),
+                                 "top_node_edges": float(top_edges), "mean_score": round(float(scores.mean()), 6)},
                      model_version=self.model_version)
 
     def _topk(self, nodes: np.ndarray, now: float) -> list[tuple[int, np.ndarray, np.ndarray]]:

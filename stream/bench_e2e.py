@@ -178,7 +178,7 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
     seen: dict[str, tuple[float, dict, float]] = {}  # batch id -> (first consumed at, offsets, generated at)
     done = asyncio.Event()
     me = psutil.Process()  # the bench itself: producer, consumer, sampling (it shares the worker's cores)
-    cpu0, own0, wall0 = proc.cpu_times(), me.cpu_times(), time.monotonic()
+    cpu0, own0, wall0 = _cpu(proc), me.cpu_times(), time.monotonic()
     rss: list[float] = []
     series: list[dict] = []  # worker status every 0.5 s: lag, RSS, the batching controller's choice
     start = time.monotonic()
@@ -222,7 +222,7 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
         await asyncio.sleep(0.25)
     done.set()
     await asyncio.gather(*tasks)
-    cpu1, own1, wall1 = proc.cpu_times(), me.cpu_times(), time.monotonic()
+    cpu1, own1, wall1 = _cpu(proc), me.cpu_times(), time.monotonic()
     await producer.stop()
     await consumer.stop()
     after = _metrics(worker)
@@ -246,7 +246,7 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
         "generated_p50_ms": _ms(split, 50), "generated_p99_ms": _ms(split, 99),
         "unmatched_events": int(np.sum(~np.isfinite(lat))),
         "drain_seconds_after_producing": None if drained_at is None else round(drained_at - start - produce_s, 2),
-        "cpu_percent": round(100 * (sum(cpu1[:2]) - sum(cpu0[:2])) / (wall1 - wall0), 1),
+        "cpu_percent": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),  # the worker and its fit process
         "bench_cpu_percent": round(100 * (sum(own1[:2]) - sum(own0[:2])) / (wall1 - wall0), 1),
         "rss_mb_start": round(rss[0], 1) if rss else None, "rss_mb_max": round(max(rss), 1) if rss else None,
         "batches": int(_delta(before, after, "lepton_batches_total")),
@@ -266,6 +266,17 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
 
 def _ms(x: np.ndarray, pct: float) -> float | None:
     return round(float(np.percentile(x, pct)) * 1000, 1) if len(x) else None
+
+
+def _cpu(proc: psutil.Process) -> float:
+    """CPU seconds of the worker and its live children (the decoder-fit process)."""
+    total = sum(proc.cpu_times()[:2])
+    for child in proc.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:  # gone meanwhile
+            pass
+    return total
 
 
 _TICK = 0.002  # seconds between the bench producer's sends: every event due by then goes out

@@ -104,6 +104,15 @@ def test_alert_storm_becomes_one_summary() -> None:
     assert a.components["count"] > 5 and a.node is not None and len(a.id) == 24
 
 
+def test_alert_storm_names_the_busiest_node_and_breaks_ties_by_first_seen() -> None:
+    p = Processor(CFG)
+    evs = [EdgeEvent("x", "y", 1.0), EdgeEvent("b", "a", 2.0), EdgeEvent("a", "c", 3.0), EdgeEvent("b", "d", 4.0)]
+    storm = p._storm(evs, np.array([0.99, 0.98, 0.97, 0.999]))
+    assert storm.node == "b"  # a and b both have 2 edges; b is seen first
+    assert storm.components == {"count": 4.0, "distinct_nodes": 6.0, "top_node_edges": 2.0, "mean_score": 0.98475}
+    assert p._storm(evs[:1], np.array([0.99])).node == "x"  # x and y tie: the source comes first
+
+
 def test_ivf_index_is_maintained_and_left_out_of_snapshots() -> None:
     import pickle
 

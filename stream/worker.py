@@ -14,12 +14,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
-import multiprocessing
 import signal
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -280,7 +280,13 @@ class Pipeline:
         if self.trainer is not None:
             job = self.processor.training_job()
             if job is not None:
-                self._training = self.trainer.submit(job)
+                try:
+                    self._training = self.trainer.submit(job)
+                except BrokenExecutor as err:  # the fit process died (killed, out of memory): start another
+                    log.error("online training process lost (%s): starting a new one", err)
+                    self.metrics.inc("training_failures_total", help="online fits that failed")
+                    self.trainer = fit_pool()
+                    self._training = self.trainer.submit(job)
 
     def _maybe_reload(self) -> None:
         if self.key_file is None:

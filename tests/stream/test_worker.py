@@ -214,3 +214,36 @@ def test_the_worker_fits_in_a_lower_priority_child_process_with_the_same_result(
     assert np.allclose(got.w, want.w, rtol=0, atol=1e-12) and abs(got.b - want.b) < 1e-12 and got.steps == want.steps
     assert child != os.getpid()
     assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+
+
+def test_a_lost_fit_process_is_replaced_and_training_goes_on() -> None:
+    """The fit process killed mid-stream: that fit is reported lost, the next one starts a new
+    process, and later batches carry a newer decoder."""
+    import os
+    import signal
+
+    from stream.worker import fit_pool
+
+    ring = KeyRing.generate("k")
+    out: list[dict] = []
+    p = Pipeline(settings=_SETTINGS, processor=Processor(ProcessorConfig(hidden=8, out=8, hashed_dim=4, top_k=2,
+                                                                         refit_every=300)),
+                 keyring=ring, send=_opening_send(ring, out), trainer=fit_pool())
+    batches = _edge_batches(10, 300, seed=5)
+    try:
+        async def scenario() -> None:
+            for i, batch in enumerate(batches):
+                await p.handle(batch)
+                if i == 3:
+                    for child in list(p.trainer._processes.values()):  # type: ignore[union-attr]
+                        os.kill(child.pid, signal.SIGKILL)
+                    await asyncio.sleep(0.5)
+
+        asyncio.run(scenario())
+    finally:
+        p.trainer.shutdown()  # type: ignore[union-attr]
+    assert p.metrics.counter("training_failures_total") >= 1
+    last = {r["model_version"] for r in out if r["type"] == "prediction" and r["batch"] == batches[-1].id}
+    versions = {r["model_version"] for r in out if r["type"] == "prediction"}
+    assert last and all(v.startswith("sage-0/lr-") for v in last)
+    assert len(versions) >= 4  # untrained, fits before the kill, and fits after it

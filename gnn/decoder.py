@@ -1,18 +1,16 @@
 """The link decoder: standardised logistic regression fitted by Newton's method, NumPy only.
 
 Kept apart from :mod:`gnn.linkpred` (which needs torch) so the worker can fit it in a small
-child process (:func:`fit_decoder`, :func:`fit_process_init`): a fit on 100k samples holds the
+child process (:func:`fit_decoder`): a fit on 100k samples holds the
 GIL for much of its ~70-90 ms of NumPy, and in the worker's own process it took a quarter of
 the GIL at 20,000 events/s (py-spy ``--gil``), time the event loop and the batch then waited for.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-__all__ = ["LogisticDecoder", "fit_decoder", "fit_process_init"]
+__all__ = ["LogisticDecoder", "fit_decoder"]
 
 
 class LogisticDecoder:
@@ -70,18 +68,6 @@ class LogisticDecoder:
 def fit_decoder(x: np.ndarray, y: np.ndarray, start: LogisticDecoder | None = None) -> LogisticDecoder:
     """A new decoder fitted on ``x``, ``y`` from ``start`` (module-level: picklable for a process pool)."""
     return LogisticDecoder().fit(x, y, start=start)
-
-
-def fit_process_init(nice: int = 10, threads: int = 1) -> None:
-    """Initialiser of a fitting child process: ``nice`` levels below the stream and ``threads``
-    BLAS threads, so a fit takes the CPU the stream leaves idle (it has a whole refit period)."""
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
-
-    threadpool_limits(threads)
-    try:
-        os.nice(nice)
-    except OSError:  # not permitted here: fits run at the stream's priority
-        pass
 
 
 def _sigmoid(t: np.ndarray) -> np.ndarray:

@@ -9,7 +9,6 @@ so it never outlives the Python process that started it, even after SIGKILL.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -17,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+
+from stream.children import die_with_parent
 
 __all__ = ["EmbeddedBroker", "BrokerError", "tansu_binary", "free_port", "wait_for_broker"]
 
@@ -103,7 +104,7 @@ class EmbeddedBroker:
             out = subprocess.DEVNULL  # type: ignore[assignment]
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, start_new_session=True, preexec_fn=_die_with_parent)
+                                        env=env, start_new_session=True, preexec_fn=die_with_parent)
         if out is not subprocess.DEVNULL:
             out.close()
         try:
@@ -134,15 +135,3 @@ class EmbeddedBroker:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask the kernel for SIGKILL when the parent dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:  # pragma: no cover - non-glibc systems: the process group still helps
-        pass

@@ -27,7 +27,8 @@ from rich.table import Table
 
 from gnn.synthetic import SyntheticConfig
 from security.keys import KeyRing
-from stream.broker import EmbeddedBroker, _die_with_parent, free_port
+from stream.broker import EmbeddedBroker, free_port
+from stream.children import die_with_parent
 from stream.kafka import ensure_topics
 from stream.metrics import parse_prometheus
 from stream.producer import produce, synthetic_events
@@ -52,7 +53,7 @@ class WorkerProcess:
             self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "run", *(extra_args or [])],
                                          env=child_env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
         try:

@@ -26,7 +26,6 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from gnn.decoder import fit_process_init
 from gnn.errors import EventError
 from gnn.events import EdgeEvent, parse_edge, parse_node
 from gnn.kernels import set_threads
@@ -37,6 +36,7 @@ from security.errors import SecurityError
 from security.keys import KeyRing
 from security.recipients import load_recipients, seal_for
 from stream.batching import BatchController
+from stream.children import die_with_parent, fit_child_init
 from stream.journal import Journal
 from stream.metrics import SIZE_BUCKETS, Metrics
 from stream.outputs import alert_record, deadletter_record, prediction_record
@@ -466,7 +466,7 @@ class Worker:
         if pid == 0:  # the child: write and leave at once (no finalizers, no logging, no sockets)
             code = 1
             try:
-                _die_with_parent(parent)
+                die_with_parent(parent)
                 save_snapshot(self.pipeline.processor, self.snapshots, meta={"offsets": offsets, **meta},
                               keep=self.settings.snapshot_keep)
                 code = 0
@@ -635,24 +635,12 @@ class Worker:
 
 def fit_pool() -> ProcessPoolExecutor:
     """The online decoder fits' executor: one child process (spawned: no copy of the stream's
-    threads), 10 nice levels lower, one BLAS thread, started now so the first fit does not wait
-    for it. In a thread of the worker a fit held a quarter of the GIL at 20,000 events/s."""
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=fit_process_init)
+    threads) that dies with the worker, 10 nice levels lower, one BLAS thread, started now so
+    the first fit does not wait for it. In a thread of the worker a fit held a quarter of the GIL at 20,000 events/s."""
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=fit_child_init,
+                               initargs=(os.getpid(),))
     pool.submit(int).result()
     return pool
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: SIGKILL this (forked) process when its parent dies, so no orphan writer races
-    the next worker's recovery. Elsewhere only the check that the parent is still there."""
-    try:
-        import ctypes  # noqa: PLC0415
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # it died before the signal was armed
-        os._exit(1)
 
 
 def _quiet(aw: Awaitable[Any]) -> asyncio.Future:

@@ -12,11 +12,11 @@ import pytest
 
 SCRIPT = """
 import os, sys, time
-from stream.worker import _die_with_parent
+from stream.children import die_with_parent
 parent = os.getpid()
 pid = os.fork()
 if pid == 0:
-    _die_with_parent(parent)
+    die_with_parent(parent)
     time.sleep(30)
     os._exit(0)
 open(sys.argv[1], "w").write(str(pid))

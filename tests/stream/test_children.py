@@ -1,4 +1,5 @@
-"""The worker's fit process dies with the worker, however the worker ends."""
+"""Child processes die with the worker, however it ends: a forked snapshot writer and the
+online-fit process (``stream/children.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,24 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = """
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FORKED = """
+import os, sys, time
+from stream.children import die_with_parent
+parent = os.getpid()
+pid = os.fork()
+if pid == 0:
+    die_with_parent(parent)
+    time.sleep(30)
+    os._exit(0)
+open(sys.argv[1], "w").write(str(pid))
+os._exit(0)  # the parent dies at once, the child is orphaned
+"""
+
+FIT_POOL = """
 import os, sys, time
 from stream.worker import fit_pool
 pool = fit_pool()
@@ -20,10 +38,15 @@ time.sleep(60)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_forked_snapshot_writer_dies_with_its_parent(tmp_path: Path) -> None:
+    out = tmp_path / "child.pid"
+    subprocess.run([sys.executable, "-c", FORKED, str(out)], check=True, timeout=30, cwd=ROOT)
+    _assert_gone(int(out.read_text()))
+
+
 def test_the_fit_process_dies_when_the_worker_is_killed(tmp_path: Path) -> None:
     out = tmp_path / "fit.pid"
-    parent = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out)], cwd=Path(__file__).parents[2])
+    parent = subprocess.Popen([sys.executable, "-c", FIT_POOL, str(out)], cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
         while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
@@ -32,15 +55,20 @@ def test_the_fit_process_dies_when_the_worker_is_killed(tmp_path: Path) -> None:
         os.kill(child, 0)  # alive while the worker is
         parent.send_signal(signal.SIGKILL)  # no cleanup runs in the worker
         parent.wait(10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(child, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        os.kill(child, signal.SIGKILL)
-        pytest.fail("the fit process outlived the worker")
+        _assert_gone(child)
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def _assert_gone(pid: int, timeout: float = 10.0) -> None:
+    """``pid`` disappears within ``timeout`` s (killed here, and the test fails, otherwise)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"child {pid} outlived its parent")

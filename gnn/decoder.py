@@ -1,9 +1,9 @@
 """The link decoder: standardised logistic regression fitted by Newton's method, NumPy only.
 
 Kept apart from :mod:`gnn.linkpred` (which needs torch) so the worker can fit it in a small
-child process (:func:`fit_decoder`): a fit on 100k samples holds the
-GIL for much of its ~70-90 ms of NumPy, and in the worker's own process it took a quarter of
-the GIL at 20,000 events/s (py-spy ``--gil``), time the event loop and the batch then waited for.
+child process (:func:`fit_decoder`, see ``stream.worker.fit_pool``): a fit on 100k samples
+holds the GIL for much of its ~70-90 ms of NumPy; in the worker's own process it took a quarter
+of the GIL at 20,000 events/s (py-spy ``--gil``), time the event loop and the batch waited for.
 """
 
 from __future__ import annotations

@@ -230,7 +230,8 @@ class LinkModel:
                                                    or self._since >= self.refit_every)
 
     def training_job(self) -> Callable[[], LogisticDecoder] | None:
-        """A closure that fits a new decoder on a snapshot of the buffer, or None if not due."""
+        """A picklable callable that fits a new decoder on a snapshot of the buffer, or None if
+        not due."""
         if not self.training_due():
             return None
         x, y, start = np.concatenate(self._x), np.concatenate(self._y), self.decoder

@@ -234,13 +234,12 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
     finite = kept[np.isfinite(kept)]
     last_seen = max((t for t, _, _ in seen.values()), default=time.time())
     events = max(1.0, _delta(before, after, 'lepton_events_total{outcome="applied"}'))
-    q = (lambda x: round(float(np.percentile(finite, x)) * 1000, 1)) if len(finite) else (lambda x: None)
     split = made[kept_mask] if produced else made
     split = split[np.isfinite(split)]
     return {
         "offered_rate": rate, "events": len(produced), "produce_seconds": round(produce_s, 2),
         "throughput": round(len(produced) / max(1e-9, last_seen - first_prod), 1),
-        "p50_ms": q(50), "p95_ms": q(95), "p99_ms": q(99), "max_ms": q(100),
+        "p50_ms": _ms(finite, 50), "p95_ms": _ms(finite, 95), "p99_ms": _ms(finite, 99), "max_ms": _ms(finite, 100),
         # the same events up to their batch's first prediction record being generated in the worker
         # (its generated_at): the rest of the latency is sealing, the broker hop and the consumer
         "generated_p50_ms": _ms(split, 50), "generated_p99_ms": _ms(split, 99),
@@ -295,9 +294,9 @@ async def _paced(producer: Any, topic: str, events: list[tuple[bytes, bytes]], p
                  start: float) -> list[tuple[Any, str, list[float]]]:
     """Send ``events`` at ``rate`` from ``start``: whenever events are due (the loop sleeps a
     ``_TICK`` when none is), they go out as one record batch per partition (``send_batch``),
-    each stamped with its send time. One
-    ``send()`` per event cost the bench ~100 µs of Python each (its partitioner, futures and a
-    timer per event): 60 % of a core at 5,000/s, on the 2 cores it shares with the worker.
+    each stamped with its send time. One ``send()`` per event cost the bench ~100 µs of Python
+    each (its partitioner, futures and a timer per event): 60 % of a core at 5,000/s, on the 2
+    cores it shares with the worker.
     Returns (ack future of the batch, "topic:partition", per-record produce times)."""
     sent: list[tuple[Any, str, list[float]]] = []
     i, n = 0, len(events)
@@ -314,13 +313,13 @@ async def _paced(producer: Any, topic: str, events: list[tuple[bytes, bytes]], p
             while k < len(idx):
                 batch, stamps = producer.create_batch(), []
                 while k < len(idx):
-                    at = time.time()
+                    at_ms = int(time.time() * 1000)
                     key, value = events[idx[k]]
-                    if batch.append(key=key, value=value, timestamp=int(at * 1000)) is None:
+                    if batch.append(key=key, value=value, timestamp=at_ms) is None:
                         if not stamps:
                             raise ValueError(f"an event of {len(value):,} bytes exceeds the producer's batch size")
                         break  # full: the rest go in the next batch
-                    stamps.append(int(at * 1000) / 1000.0)
+                    stamps.append(at_ms / 1000.0)
                     k += 1
                 sent.append((await producer.send_batch(batch, topic, partition=p), f"{topic}:{p}", stamps))
         i = due

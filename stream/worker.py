@@ -285,6 +285,7 @@ class Pipeline:
                 except BrokenExecutor as err:  # the fit process died (killed, out of memory): start another
                     log.error("online training process lost (%s): starting a new one", err)
                     self.metrics.inc("training_failures_total", help="online fits that failed")
+                    self.trainer.shutdown(wait=False)
                     self.trainer = fit_pool()
                     self._training = self.trainer.submit(job)
 
@@ -636,7 +637,8 @@ class Worker:
 def fit_pool() -> ProcessPoolExecutor:
     """The online decoder fits' executor: one child process (spawned: no copy of the stream's
     threads) that dies with the worker, 10 nice levels lower, one BLAS thread, started now so
-    the first fit does not wait for it. In a thread of the worker a fit held a quarter of the GIL at 20,000 events/s."""
+    the first fit does not wait for it. In a thread of the worker a fit held a quarter of the
+    GIL at 20,000 events/s."""
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=fit_child_init,
                                initargs=(os.getpid(),))
     pool.submit(int).result()

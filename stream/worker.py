@@ -36,7 +36,8 @@ from security.errors import SecurityError
 from security.keys import KeyRing
 from security.recipients import load_recipients, seal_for
 from stream.batching import BatchController
-from stream.children import die_with_parent, fit_child_init
+from stream.children import background_child, fit_child_init
+from stream.gc_pauses import GcPauses
 from stream.journal import Journal
 from stream.metrics import SIZE_BUCKETS, Metrics
 from stream.outputs import alert_record, deadletter_record, prediction_record
@@ -358,6 +359,7 @@ class Worker:
     _snapshot_at: float = field(default_factory=time.monotonic)
     _child: tuple[int, float, dict[str, int]] | None = None  # background snapshot: pid, start, offsets
     _producer: Any = None
+    gc_pauses: GcPauses = field(default_factory=lambda: GcPauses().install())
 
     @property
     def snapshots(self) -> Path:
@@ -467,7 +469,7 @@ class Worker:
         if pid == 0:  # the child: write and leave at once (no finalizers, no logging, no sockets)
             code = 1
             try:
-                die_with_parent(parent)
+                background_child(parent)  # dies with the worker, 10 nice levels below it
                 save_snapshot(self.pipeline.processor, self.snapshots, meta={"offsets": offsets, **meta},
                               keep=self.settings.snapshot_keep)
                 code = 0
@@ -598,6 +600,11 @@ class Worker:
             m.set("consumer_lag", lag, help="records not yet processed, per input partition", topic=topic,
                   partition=part)
         m.set("owned_partitions", len(self.ownership.owned), help="edge partitions this worker publishes for")
+        gcp = self.gc_pauses
+        for gen in range(3):
+            m.set("gc_collections", gcp.count[gen], help="garbage collections by generation", generation=str(gen))
+            m.set("gc_pause_seconds", gcp.seconds[gen], help="time spent in garbage collections", generation=str(gen))
+            m.set("gc_pause_max_seconds", gcp.longest[gen], help="longest garbage collection", generation=str(gen))
         self.pipeline.webhook_metrics()
 
     async def _start_producer(self) -> None:
@@ -632,6 +639,7 @@ class Worker:
             await p.webhooks.close()
         if self.journal is not None:
             self.journal.close()
+        self.gc_pauses.uninstall()
 
 
 def fit_pool() -> ProcessPoolExecutor:

@@ -18,13 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 FORKED = """
 import os, sys, time
-from stream.children import die_with_parent
+from stream.children import background_child
 parent = os.getpid()
 pid = os.fork()
 if pid == 0:
-    die_with_parent(parent)
+    background_child(parent)
+    open(sys.argv[1] + ".tmp", "w").write(str(os.nice(0) - int(sys.argv[2])))
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1] + ".nice")  # whole, before the parent sees it
     time.sleep(30)
     os._exit(0)
+deadline = time.monotonic() + 10
+while not os.path.exists(sys.argv[1] + ".nice") and time.monotonic() < deadline:
+    time.sleep(0.01)  # the child is set up
 open(sys.argv[1], "w").write(str(pid))
 os._exit(0)  # the parent dies at once, the child is orphaned
 """
@@ -38,10 +43,11 @@ time.sleep(60)
 """
 
 
-def test_a_forked_snapshot_writer_dies_with_its_parent(tmp_path: Path) -> None:
+def test_a_forked_snapshot_writer_dies_with_its_parent_and_yields_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "child.pid"
-    subprocess.run([sys.executable, "-c", FORKED, str(out)], check=True, timeout=30, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", FORKED, str(out), str(os.nice(0))], check=True, timeout=30, cwd=ROOT)
     _assert_gone(int(out.read_text()))
+    assert int((tmp_path / "child.pid.nice").read_text()) == min(10, 19 - os.nice(0))  # 10 levels below the worker (capped at 19)
 
 
 def test_the_fit_process_dies_when_the_worker_is_killed(tmp_path: Path) -> None:

@@ -1,0 +1,21 @@
+"""Garbage-collection pauses are measured per generation (``stream/gc_pauses.py``)."""
+
+from __future__ import annotations
+
+import gc
+
+from stream.gc_pauses import GcPauses
+
+
+def test_pauses_are_recorded_per_generation_until_uninstalled() -> None:
+    pauses = GcPauses().install()
+    pauses.install()  # idempotent: one hook
+    try:
+        gc.collect()
+        assert pauses.count[2] == 1 and pauses.seconds[2] > 0 and pauses.longest[2] == pauses.seconds[2]
+        gc.collect(0)
+        assert pauses.count[0] >= 1
+    finally:
+        pauses.uninstall()
+    gc.collect()
+    assert pauses.count[2] == 1

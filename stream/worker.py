@@ -359,7 +359,7 @@ class Worker:
     _snapshot_at: float = field(default_factory=time.monotonic)
     _child: tuple[int, float, dict[str, int]] | None = None  # background snapshot: pid, start, offsets
     _producer: Any = None
-    gc_pauses: GcPauses = field(default_factory=lambda: GcPauses().install())
+    gc_pauses: GcPauses = field(default_factory=GcPauses)  # observed while run() runs
 
     @property
     def snapshots(self) -> Path:
@@ -378,6 +378,7 @@ class Worker:
         self.journal = Journal(s.state_dir / "journal.jsonl")
         inflight: asyncio.Task | None = None  # the previous batch, awaiting its acks and commit
         clean = False  # after a failure no shutdown snapshot: restart replays from the last good one
+        self.gc_pauses.install()  # removed by _shutdown
         try:
             replayed = 0
             for end in self.journal.pending(offsets):  # batches cut before the crash, re-cut identically
@@ -604,7 +605,7 @@ class Worker:
         for gen in range(3):
             m.set("gc_collections", gcp.count[gen], help="garbage collections by generation", generation=str(gen))
             m.set("gc_pause_seconds", gcp.seconds[gen], help="time spent in garbage collections", generation=str(gen))
-            m.set("gc_pause_max_seconds", gcp.longest[gen], help="longest garbage collection", generation=str(gen))
+            m.set("gc_pause_max_seconds", gcp.longest[gen], help="longest garbage collection since start", generation=str(gen))
         self.pipeline.webhook_metrics()
 
     async def _start_producer(self) -> None:

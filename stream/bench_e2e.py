@@ -257,6 +257,12 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
         "worker_mean_ms": {  # where an event's time goes inside the worker (means over batches)
             "receive_delay": _mean_ms(before, after, "lepton_receive_delay_seconds"),  # produced -> fetched (newest record)
             "batch": _mean_ms(before, after, "lepton_batch_latency_seconds")},  # fetched -> outputs acknowledged
+        "gc": {  # the worker's garbage collections in the run: a full one holds the GIL for ~0.2 s
+            "full_collections": int(_delta(before, after, 'lepton_gc_collections_total{generation="2"}')),
+            "pause_ms": round(1000 * sum(_delta(before, after, f'lepton_gc_pause_seconds_total{{generation="{g}"}}')
+                                         for g in range(3)), 1),
+            "longest_pause_ms": round(1000 * max(after.get(f'lepton_gc_pause_max_seconds{{generation="{g}"}}', 0.0)
+                                                 for g in range(3)), 1)},
         "graph_edges": after.get("lepton_graph_edges"),
         "p99_ms_by_second": _by_second(lat, np.array([p[2] for p in produced]) - first_prod if produced else np.zeros(0)),
         "series": series,

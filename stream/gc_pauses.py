@@ -1,4 +1,4 @@
-"""Garbage-collection pauses of the worker, per generation (``lepton_gc_*`` on ``/metrics``).
+"""Garbage-collection pauses of the worker, per generation (``lepton_gc_*`` on ``/metrics``; ``gc`` in ``lepton bench e2e``'s JSON).
 
 A full (generation-2) collection walks every object the collector tracks, with the GIL held:
 once the worker is up (torch, aiokafka, aiohttp, a restored processor) ~230k objects, 140-220 ms

@@ -602,10 +602,12 @@ class Worker:
                   partition=part)
         m.set("owned_partitions", len(self.ownership.owned), help="edge partitions this worker publishes for")
         gcp = self.gc_pauses
-        for gen in range(3):
-            m.set("gc_collections", gcp.count[gen], help="garbage collections by generation", generation=str(gen))
-            m.set("gc_pause_seconds", gcp.seconds[gen], help="time spent in garbage collections", generation=str(gen))
-            m.set("gc_pause_max_seconds", gcp.longest[gen], help="longest garbage collection since start", generation=str(gen))
+        for gen, label in enumerate("012"):  # counters: advanced to the hook's running totals
+            m.inc("gc_collections_total", gcp.count[gen] - m.counter("gc_collections_total", generation=label),
+                  help="garbage collections by generation", generation=label)
+            m.inc("gc_pause_seconds_total", gcp.seconds[gen] - m.counter("gc_pause_seconds_total", generation=label),
+                  help="time spent in garbage collections", generation=label)
+            m.set("gc_pause_max_seconds", gcp.longest[gen], help="longest garbage collection since start", generation=label)
         self.pipeline.webhook_metrics()
 
     async def _start_producer(self) -> None:

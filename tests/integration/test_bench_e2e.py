@@ -28,6 +28,8 @@ def test_bench_e2e_small_sweep(broker, tmp_path: Path) -> None:  # noqa: ANN001
         assert 0 < run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"] <= run["max_ms"] < 10_000
         assert 0 < run["generated_p50_ms"] <= run["p50_ms"] and run["generated_p99_ms"] <= run["p99_ms"]
         assert 0 < run["bench_cpu_percent"] < 200
+        gc = run["gc"]  # young collections happen in any 3-s run; a full one may or may not
+        assert gc["pause_ms"] > 0 and gc["full_collections"] >= 0 and gc["longest_pause_ms"] > 0
         assert run["throughput"] > 0.5 * run["offered_rate"] and run["rss_mb_max"] > 50
         # the 20k preloaded power-law edges merge to ~17k distinct; 1,800 streamed events alone cannot reach this
         assert run["graph_edges"] >= 15_000 and set(run["us_per_event"]) >= {"decode", "kernels", "predict", "seal"}

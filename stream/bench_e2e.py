@@ -227,7 +227,7 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
     await consumer.stop()
     after = _metrics(worker)
     lat = _latencies(produced, seen)
-    made = _latencies(produced, {b: (g, o, g) for b, (_, o, g) in seen.items()})  # produced -> generated
+    made = _latencies(produced, seen, generated=True)
     first_prod = min((p[2] for p in produced), default=time.time())
     kept_mask = np.array([p[2] >= first_prod + c.warmup for p in produced], np.bool_)
     kept = lat[kept_mask] if produced else lat
@@ -336,12 +336,14 @@ def _covered(produced: list[tuple[str, int, float]], seen: dict[str, tuple[float
     return int(np.sum(np.isfinite(_latencies(produced, seen))))
 
 
-def _latencies(produced: list[tuple[str, int, float]], seen: dict[str, tuple[float, dict, float]]) -> np.ndarray:
-    """Per produced event: first consumption of a prediction whose batch covered it, minus produce time."""
+def _latencies(produced: list[tuple[str, int, float]], seen: dict[str, tuple[float, dict, float]],
+               generated: bool = False) -> np.ndarray:
+    """Per produced event: first consumption of a prediction whose batch covered it (with
+    ``generated``: that prediction's ``generated_at`` in the worker), minus produce time."""
     ranges: dict[str, list[tuple[int, int, float]]] = {}
-    for at, offsets, _ in seen.values():
+    for consumed, offsets, made in seen.values():
         for tp, (a, b) in offsets.items():
-            ranges.setdefault(tp, []).append((a, b, at))
+            ranges.setdefault(tp, []).append((a, b, made if generated else consumed))
     out = np.full(len(produced), np.inf)
     if not produced:
         return out

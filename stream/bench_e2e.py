@@ -257,7 +257,8 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
         "worker_mean_ms": {  # where an event's time goes inside the worker (means over batches)
             "receive_delay": _mean_ms(before, after, "lepton_receive_delay_seconds"),  # produced -> fetched (newest record)
             "batch": _mean_ms(before, after, "lepton_batch_latency_seconds")},  # fetched -> outputs acknowledged
-        "gc": {  # the worker's garbage collections in the run: a full one holds the GIL for ~0.2 s
+        "gc": {  # the worker's garbage collections in the run (the longest: since its loop started);
+            # a full one holds the GIL for ~0.2 s
             "full_collections": int(_delta(before, after, 'lepton_gc_collections_total{generation="2"}')),
             "pause_ms": round(1000 * sum(_delta(before, after, f'lepton_gc_pause_seconds_total{{generation="{g}"}}')
                                          for g in range(3)), 1),

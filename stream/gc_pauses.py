@@ -2,7 +2,7 @@
 
 A full (generation-2) collection walks every object the collector tracks, with the GIL held:
 once the worker is up (torch, aiokafka, aiohttp, a restored processor) ~230k objects, 140-220 ms
-that every batch in flight waits (DARPA bench at 5,000 events/s: about one every 20-40 s).
+that every batch in flight waits (DARPA bench at 5,000 events/s: one or two in a 45-s run).
 The gauges let an operator tell such a stall from the pipeline's own latency.
 
 ``gc.freeze()`` at start-up took the full collections down to ~2 ms but made the worker slower

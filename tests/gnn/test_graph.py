@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -72,19 +74,15 @@ def test_graph_matches_reference(seq: list, directed: bool, batch: int) -> None:
     for u in range(1, g.n_rows):
         dst, _ = g.out_neighbors(u)
         assert sorted(int(g.key(x)) for x in dst) == sorted(b for (a, b) in ref if a == int(g.key(u)))
-    # edge_lookup of every pair, through the delta's dict and through its sorted-key search
+    assert g.num_arcs == len(ref)  # kept as a count, not summed from degrees
+    # edge_lookup of every pair, base and delta
     ids = np.arange(1, g.n_rows)
     u, v = np.repeat(ids, len(ids)), np.tile(ids, len(ids))
     want = np.array([(int(g.key(a)), int(g.key(b))) in ref for a, b in zip(u, v)])
     weights = np.array([ref.get((int(g.key(a)), int(g.key(b))), 0.0) for a, b in zip(u, v)])
-    for threshold in (10**9, 0):
-        saved, graph_module._DICT_LOOKUPS = graph_module._DICT_LOOKUPS, threshold
-        try:
-            exists, w = g.edge_lookup(u, v)
-        finally:
-            graph_module._DICT_LOOKUPS = saved
-        assert (exists == want).all()
-        assert np.allclose(w, weights, atol=1e-4)
+    exists, w = g.edge_lookup(u, v)
+    assert (exists == want).all()
+    assert np.allclose(w, weights, atol=1e-4)
     # full CSR equals the partial one
     full = g.in_csr()
     assert full.nnz == len(ref)
@@ -123,8 +121,7 @@ def test_rows_with_repeats_include_delta_arcs() -> None:
     assert got == [[2, 3], [1], [2, 3], [2, 3]]
 
 
-def test_sorted_delta_lookup_follows_adds_removes_and_compaction(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(graph_module, "_DICT_LOOKUPS", 0)  # always the sorted-key search
+def test_sorted_delta_lookup_follows_adds_removes_and_compaction() -> None:
     g = DynamicGraph(directed=True, min_compact=10_000)  # arcs stay in the delta until in_csr()
     ids = g.node_ids([f"n{i}" for i in range(40)], create=True)
     u, v = np.repeat(ids, len(ids)), np.tile(ids, len(ids))
@@ -138,3 +135,51 @@ def test_sorted_delta_lookup_follows_adds_removes_and_compaction(monkeypatch: py
     g.in_csr()  # compaction: everything moves to the base
     g.add_edges(ids[:5], ids[10:15])
     assert g.edge_lookup(u, v)[0].sum() == 20
+
+
+def test_snapshot_of_the_old_delta_format_still_loads() -> None:
+    """A graph pickled before session 11 held its delta in insertion order with a dict index."""
+    g = DynamicGraph(directed=True, min_compact=10**9)
+    ids = g.node_ids([f"n{i}" for i in range(30)], create=True)
+    g.add_edges(ids[:10], ids[10:20])
+    g.in_csr()  # these ten in the base
+    g.add_edges(ids[20:30], ids[:10], np.arange(1, 11, dtype=np.float32))  # the delta, out of key order
+    g.add_edges(ids[[25, 3]], ids[[5, 4]])  # 25 -> 5 is reweighted
+    g.remove_edges(ids[[22]], ids[[2]])
+    want = _arcs(g)
+    assert len(g._in.d_keys) == 10  # the delta (one arc reweighted, one removed) is there to convert
+    state = pickle.loads(pickle.dumps(g))
+    for adj in (state._in, state._out):  # rewrite each direction's delta the way it used to be held
+        old = adj.__dict__
+        keys, w = old.pop("d_keys"), old.pop("d_w")
+        del old["d_deg"]
+        perm = np.random.default_rng(0).permutation(len(keys))
+        dead = np.array([_key(5, 6)])  # a removed arc stays in the arrays, flagged dead
+        rows = np.r_[keys[perm] >> 32, dead >> 32]
+        old.update(d_key={int(k): i for i, k in enumerate(keys[perm])}, d_row=_grow(rows),
+                   d_col=_grow(np.r_[keys[perm], dead] & 0xFFFFFFFF), d_w=_grow(np.r_[w[perm], 9.0]),
+                   d_alive=_grow(np.r_[np.ones(len(keys), bool), False]), _d_version=3)
+    back = pickle.loads(pickle.dumps(state))
+    assert _arcs(back) == want
+    assert back.num_arcs == len(want)
+    nbrs, w = back.out_neighbors(ids[20])
+    assert nbrs.tolist() == [ids[0]] and w.tolist() == [1.0]
+    back.add_edges(ids[[20, 29]], ids[[0, 9]])  # still updates: one reweight, one revive-free add
+    assert back.edge_weight(ids[20], ids[0]) == 2.0 and back.edge_weight(ids[29], ids[9]) == 11.0
+    back.in_csr()  # compaction folds the converted delta into the base
+    assert _arcs(back) == want | {(ids[20], ids[0]): 2.0, (ids[29], ids[9]): 11.0}
+
+
+def _arcs(g: DynamicGraph) -> dict[tuple[int, int], float]:
+    """Every arc as (src, dst) -> weight, read without compacting."""
+    return {(int(s), v): w for v in range(1, g.n_rows) for s, w in zip(*map(np.ndarray.tolist, g.in_neighbors(v)))}
+
+
+def _key(row: int, col: int) -> int:
+    return row << 32 | col
+
+
+def _grow(values: np.ndarray) -> graph_module._Grow:
+    g = graph_module._Grow()
+    g.a, g.n = np.concatenate([values, np.zeros(5, values.dtype)]), len(values)
+    return g

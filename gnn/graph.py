@@ -282,6 +282,16 @@ class DynamicGraph:
         self.__dict__.update(state)
         self._ids = {k: i for i, k in enumerate(self._keys) if i}
 
+    @property
+    def compactions(self) -> int:
+        """Times a delta was folded into the base since this graph was built."""
+        return self._in.compactions + (self._out.compactions if self.directed else 0)
+
+    @property
+    def delta_arcs(self) -> int:
+        """In-adjacency arcs waiting in the delta for the next compaction."""
+        return len(self._in.d_keys)
+
     def nbytes(self) -> int:
         """Bytes held by adjacency arrays (excludes the key dictionary)."""
         return self._in.nbytes() + (self._out.nbytes() if self.directed else 0)
@@ -352,6 +362,8 @@ class _Adjacency:
     for 2,000 rows as the delta grew to 540k arcs, on the way to the 1M-arc compaction of a
     10M-edge graph.)
     """
+
+    compactions = 0  # class default: pickles from before the count
 
     def __init__(self, *, compact_ratio: float, min_compact: int, paired: bool) -> None:
         self.paired = paired  # undirected: every non-loop arc has a reverse twin
@@ -603,6 +615,7 @@ class _Adjacency:
         if len(self.d_keys) == 0 and self.dead == 0 and len(self.indptr) - 1 == n_rows:
             return
         self._merge(n_rows, self.d_keys, self.d_w)  # delta keys are sorted, unique and absent from the base
+        self.compactions += 1
         self.d_keys, self.d_w = np.zeros(0, np.int64), np.zeros(0, np.float32)
         self.d_deg[:] = 0
 

@@ -233,12 +233,14 @@ def bench_engine(nodes: int = typer.Option(100_000, help="nodes of the power-law
                  endpoints: str = typer.Option("preferential", help="new-edge endpoints: preferential | uniform"),
                  prune_eps: float = typer.Option(1e-3, help="epsilon of the inexact prune mode"),
                  device: str = typer.Option("cpu", help="cpu | cuda"),
+                 sustain: int = typer.Option(0, help="more exact batches back to back, through the graph's "
+                                                     "compactions (the sustained rate)"),
                  json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
     """Incremental vs full recomputation, DGL vs torch kernels, bytes per edge, prune-mode error."""
     from gnn.bench import bench_engine as run_bench  # noqa: PLC0415
 
     _run_bench(run_bench, json_path, nodes=nodes, edges=edges, batch=batch, batches=batches, degree=degree,
-               endpoints=endpoints, prune_eps=prune_eps, device=device)
+               endpoints=endpoints, prune_eps=prune_eps, device=device, sustain=sustain)
 
 
 @bench_app.command("ann")

@@ -11,7 +11,7 @@ from pathlib import Path
 def test_bench_engine_small(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "stream.cli", "bench", "engine", "--nodes", "3000", "--edges", "30000",
-                           "--batch", "200", "--batches", "3", "--json", str(out)],
+                           "--batch", "200", "--batches", "3", "--sustain", "40", "--json", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
@@ -20,6 +20,9 @@ def test_bench_engine_small(tmp_path: Path) -> None:
     assert r["prune"]["max_abs_err_vs_full"] >= 0
     assert r["load"]["graph_bytes_per_edge"] <= 48
     assert set(r["kernel_s"]) >= {"torch"} and r["exact"]["edge_updates_per_s"] > 0
+    held = r["sustained"]
+    assert held["batches"] == 40 and held["compactions"] >= 1 and held["edge_updates_per_s"] > 0
+    assert held["max_abs_err_vs_full"] <= 1e-4  # still exact after the compactions
 
 
 def test_bench_ann_small(tmp_path: Path) -> None:

@@ -132,7 +132,9 @@ def test_sorted_delta_lookup_follows_adds_removes_and_compaction() -> None:
     assert exists.all() and (w == 2.0).all()
     g.remove_edges(ids[:5], ids[10:15])  # delta keys leave
     assert not g.edge_lookup(ids[:5], ids[10:15])[0].any() and g.edge_lookup(u, v)[0].sum() == 15
+    assert (g.delta_arcs, g.compactions) == (15, 0)
     g.in_csr()  # compaction: everything moves to the base
+    assert g.delta_arcs == 0 and g.compactions >= 1
     g.add_edges(ids[:5], ids[10:15])
     assert g.edge_lookup(u, v)[0].sum() == 20
 

@@ -42,24 +42,32 @@ class NodeFeatures:
         self.degree = degree
         self.hashed_dim = hashed_dim
         self.supplied_dim = supplied_dim
-        self._hashed = np.zeros((1, hashed_dim), np.float32)  # row 0 = null node
+        self._n = 1  # rows in use (row 0 = null node); the arrays below hold spare capacity
+        self._hashed = np.zeros((1, hashed_dim), np.float32)
         self._supplied = np.zeros((1, supplied_dim), np.float32)
         self._has = np.zeros(1, np.bool_)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"_n": len(state["_hashed"])} | state)  # pickles from before the capacity had none
 
     @property
     def dim(self) -> int:
         return _STRUCT + self.hashed_dim + self.supplied_dim
 
     def sync(self, graph: DynamicGraph) -> np.ndarray:
-        """Create hashed vectors for nodes added to ``graph`` since the last call; returns their ids."""
-        have = len(self._hashed)
-        n = graph.n_rows
+        """Create hashed vectors for nodes added to ``graph`` since the last call; returns their ids.
+
+        The arrays grow by half their size when full, so a batch with a few new nodes costs
+        O(new nodes), not a copy of every node's row (64 MB at 1M nodes)."""
+        have, n = self._n, graph.n_rows
         if n <= have:
             return np.zeros(0, np.int64)
+        if n > len(self._hashed):
+            cap = max(n, len(self._hashed) * 3 // 2 + 16)
+            self._hashed, self._supplied, self._has = (_resized(a, cap) for a in (self._hashed, self._supplied, self._has))
         new = np.arange(have, n, dtype=np.int64)
-        self._hashed = np.concatenate([self._hashed, hashed_vectors(graph.keys(new), self.hashed_dim)])
-        self._supplied = np.concatenate([self._supplied, np.zeros((len(new), self.supplied_dim), np.float32)])
-        self._has = np.concatenate([self._has, np.zeros(len(new), np.bool_)])
+        self._hashed[have:n] = hashed_vectors(graph.keys(new), self.hashed_dim)
+        self._n = n
         return new
 
     def set_supplied(self, nodes: np.ndarray, values: np.ndarray) -> None:
@@ -67,7 +75,7 @@ class NodeFeatures:
         values = np.asarray(values, np.float32)
         if values.shape != (len(nodes), self.supplied_dim):
             raise GraphError(f"supplied features must be [{len(nodes)}, {self.supplied_dim}], got {values.shape}")
-        if len(nodes) and (nodes.min() < 1 or nodes.max() >= len(self._hashed)):
+        if len(nodes) and (nodes.min() < 1 or nodes.max() >= self._n):
             raise GraphError("features given for unknown nodes: call sync() after creating them")
         self._supplied[nodes] = values
         self._has[nodes] = True
@@ -85,6 +93,13 @@ class NodeFeatures:
         out[:, _STRUCT + self.hashed_dim:] = self._supplied[nodes]
         out[nodes == 0] = 0.0
         return out
+
+
+def _resized(a: np.ndarray, rows: int) -> np.ndarray:
+    """``a`` with ``rows`` rows: its own first, zeros after."""
+    out = np.zeros((rows,) + a.shape[1:], a.dtype)
+    out[: len(a)] = a
+    return out
 
 
 def hashed_vectors(keys: list[str], dim: int) -> np.ndarray:

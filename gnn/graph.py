@@ -5,10 +5,12 @@ ids ``1..n``. Dense id ``0`` is the *null node*: it never has edges, and the eng
 its activations at zero, so padded or dead entries can point at it safely.
 
 Adjacency is held as CSR per direction: a compacted, row-sorted *base* (``int32`` columns,
-``float32`` weights, a ``bool`` alive flag) plus a small *delta* of arcs added since the
-last compaction. Removals only clear the alive flag; compaction folds the delta into the
-base (a merge, not a re-sort) once it passes ``compact_ratio`` of the base. So a batch of
-updates costs O(batch + its rows), never O(E).
+``float32`` weights, a ``bool`` alive flag) plus a *delta* of arcs added since the last
+compaction, kept sorted by key. Removals of base arcs only clear the alive flag; compaction
+folds the delta into the base (a merge, not a re-sort) once it passes ``compact_ratio`` of
+the base. Reads are binary searches, so a batch costs O(batch + its rows) plus one copy of the
+delta's arrays for inserting into them (≤ ``compact_ratio`` · E; ~5 ms at 1M delta arcs),
+and a compaction O(E) every ``compact_ratio`` · E new arcs.
 
 Semantics (also in the README):
 - a repeated ``add`` of an existing edge adds its weight to the edge (multi-edges merge,

@@ -359,11 +359,11 @@ class AnomalyDetector:
 
 
 def grown(a: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
-    """``a`` with at least ``n`` entries, new ones ``fill``: per-node state grows with the graph,
-    by doubling, so growth costs O(1) amortised per node."""
+    """``a`` with at least ``n`` entries (rows), new ones ``fill``: per-node state grows with the
+    graph, by doubling, so growth costs O(1) amortised per node."""
     if n <= len(a):
         return a
-    out = np.full(max(n, 2 * len(a)), fill, a.dtype)
+    out = np.full((max(n, 2 * len(a)),) + a.shape[1:], fill, a.dtype)
     out[: len(a)] = a
     return out
 

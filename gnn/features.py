@@ -22,6 +22,7 @@ import hashlib
 
 import numpy as np
 
+from gnn.anomaly import grown
 from gnn.errors import GraphError
 from gnn.graph import DynamicGraph
 
@@ -57,14 +58,12 @@ class NodeFeatures:
     def sync(self, graph: DynamicGraph) -> np.ndarray:
         """Create hashed vectors for nodes added to ``graph`` since the last call; returns their ids.
 
-        The arrays grow by half their size when full, so a batch with a few new nodes costs
+        The arrays double when full, so a batch with a few new nodes costs
         O(new nodes), not a copy of every node's row (64 MB at 1M nodes)."""
         have, n = self._n, graph.n_rows
         if n <= have:
             return np.zeros(0, np.int64)
-        if n > len(self._hashed):
-            cap = max(n, len(self._hashed) * 3 // 2 + 16)
-            self._hashed, self._supplied, self._has = (_resized(a, cap) for a in (self._hashed, self._supplied, self._has))
+        self._hashed, self._supplied, self._has = (grown(a, n) for a in (self._hashed, self._supplied, self._has))
         new = np.arange(have, n, dtype=np.int64)
         self._hashed[have:n] = hashed_vectors(graph.keys(new), self.hashed_dim)
         self._n = n
@@ -93,13 +92,6 @@ class NodeFeatures:
         out[:, _STRUCT + self.hashed_dim:] = self._supplied[nodes]
         out[nodes == 0] = 0.0
         return out
-
-
-def _resized(a: np.ndarray, rows: int) -> np.ndarray:
-    """``a`` with ``rows`` rows: its own first, zeros after."""
-    out = np.zeros((rows,) + a.shape[1:], a.dtype)
-    out[: len(a)] = a
-    return out
 
 
 def hashed_vectors(keys: list[str], dim: int) -> np.ndarray:

@@ -80,7 +80,7 @@ class PairFeatures:
         if len(known) == 0:
             return out
         a, b, t = u[known], v[known], np.asarray(ts, np.float64)[known]
-        deg = g.in_degree().astype(np.float64)
+        deg = g.in_degree()  # a view: converting it would copy every node's degree per call
         seen, w = g.edge_lookup(a, b)
         t_last = self._last.get(_key(a, b))
         age = np.maximum(t - np.nan_to_num(t_last, nan=-np.inf), 0.0)  # never seen: infinitely old

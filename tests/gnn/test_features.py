@@ -20,7 +20,7 @@ def test_rows_survive_growth_in_steps() -> None:
         assert feats.sync(g).tolist() == ids.tolist()
         supplied[int(ids[0])] = np.full(2, step, np.float32)
         feats.set_supplied(ids[:1], supplied[int(ids[0])][None])
-    assert len(feats._hashed) < 2 * g.n_rows  # grown by half its size, not row by row
+    assert len(feats._hashed) < 2 * g.n_rows  # grown by doubling, not row by row
     nodes = np.arange(1, g.n_rows)
     rows = feats.rows(g, nodes)
     assert np.array_equal(rows[:, 3:7], hashed_vectors(g.keys(nodes), 4))
@@ -31,8 +31,9 @@ def test_rows_survive_growth_in_steps() -> None:
 
 def test_spare_capacity_is_not_a_known_node() -> None:
     g, feats = DynamicGraph(), NodeFeatures(hashed_dim=4, supplied_dim=1)
-    g.node_ids(["a", "b"], create=True)
-    feats.sync(g)
+    for key in ("a", "b", "c", "d"):  # the arrays double: 2, 4, then 8 rows for 5
+        g.node_ids([key], create=True)
+        feats.sync(g)
     assert len(feats._hashed) > g.n_rows  # room for more
     with pytest.raises(GraphError, match="unknown nodes"):
         feats.set_supplied(np.array([g.n_rows]), np.ones((1, 1)))

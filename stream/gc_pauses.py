@@ -5,8 +5,10 @@ once the worker is up (torch, aiokafka, aiohttp, a restored processor) ~230k obj
 that every batch in flight waits (DARPA bench at 5,000 events/s: one or two in a 45-s run).
 The gauges let an operator tell such a stall from the pipeline's own latency.
 
-``gc.freeze()`` at start-up took the full collections down to ~2 ms but made the worker slower
-end to end in every trial (alternating bench runs: p50 239-265 vs 145-190 ms), so it is not used.
+Neither ``gc.freeze()`` once ready (full collections ~2 ms) nor ``gc.disable()`` moved the
+bench's end-to-end latency in three alternating rounds (session 11: p99 321-440 ms as is,
+316-426 frozen, 326-496 disabled), so the collector is left alone. (Session 10's three rounds
+had frozen runs slower, p50 239-265 vs 145-190 ms; that did not reproduce.)
 """
 
 from __future__ import annotations

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gnn.arrays import grown
+
 __all__ = ["MidasR", "NodeBurst", "NodeActivity", "QuantileCalibrator", "AnomalyDetector", "EdgeScores",
-           "DEFAULT_WEIGHTS", "parse_weights", "grown"]
+           "DEFAULT_WEIGHTS", "parse_weights"]
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 
@@ -356,16 +358,6 @@ class AnomalyDetector:
         self.seen += len(total)
         score = self._final(total) if warm else np.zeros(len(total))
         return EdgeScores(score=score, components=comps)
-
-
-def grown(a: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
-    """``a`` with at least ``n`` entries (rows), new ones ``fill``: per-node state grows with the
-    graph, by doubling, so growth costs O(1) amortised per node."""
-    if n <= len(a):
-        return a
-    out = np.full((max(n, 2 * len(a)),) + a.shape[1:], fill, a.dtype)
-    out[: len(a)] = a
-    return out
 
 
 def _chi2(a: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:

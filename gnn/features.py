@@ -22,7 +22,7 @@ import hashlib
 
 import numpy as np
 
-from gnn.anomaly import grown
+from gnn.arrays import grown
 from gnn.errors import GraphError
 from gnn.graph import DynamicGraph
 

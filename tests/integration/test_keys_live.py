@@ -82,8 +82,9 @@ def test_per_subscriber_public_keys(broker, tmp_path: Path) -> None:  # noqa: AN
     worker = WorkerProcess(bootstrap=broker.bootstrap, state_dir=tmp_path, env=env | {"LEPTON_RECIPIENTS": recipients})
     try:
         worker.wait_ready()
-        produce(s, broker.bootstrap, synthetic_events(SyntheticConfig(events=300, seed=6)), progress=False)
-        m = _wait_applied(worker, 250)
+        items = synthetic_events(SyntheticConfig(events=300, seed=6))
+        produce(s, broker.bootstrap, items, progress=False)
+        m = _wait_applied(worker, len(items))  # all of them: predictions after this read would not be counted
     finally:
         worker.stop()
     total = int(m["lepton_predictions_total"])

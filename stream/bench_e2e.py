@@ -54,6 +54,7 @@ class E2EConfig:
     endpoints: str = "graph"  # graph: endpoints drawn like the pre-loaded graph's; zipf: Zipf(1.6) ids (44 % one node)
     dataset: str | None = None  # an edge file (any format gnn.io reads): preload its first edges, stream the next
     drain_timeout: float = 120.0
+    linger_ms: float = 5.0  # the bench producer sends what is due every linger_ms (Kafka >= 4.0 and librdkafka default)
     worker_env: dict[str, str] = field(default_factory=dict)  # LEPTON_* overrides for the worker
     seed: int = 0
 
@@ -207,7 +208,7 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
     tasks = [asyncio.ensure_future(consume()), asyncio.ensure_future(sample())]
     parts_of = _partitions(events, len(await producer.partitions_for(s.topic_edges)))
     start = time.monotonic()
-    sent = await _paced(producer, s.topic_edges, events, parts_of, rate, start)
+    sent = await _paced(producer, s.topic_edges, events, parts_of, rate, start, c.linger_ms / 1000.0)
     produce_s = time.monotonic() - start
     for fut, tp, stamps in sent:
         base = (await fut).offset
@@ -238,6 +239,7 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
     split = split[np.isfinite(split)]
     return {
         "offered_rate": rate, "events": len(produced), "produce_seconds": round(produce_s, 2),
+        "producer_linger_ms": c.linger_ms, "producer_batches": len(sent),
         "throughput": round(len(produced) / max(1e-9, last_seen - first_prod), 1),
         "p50_ms": _ms(finite, 50), "p95_ms": _ms(finite, 95), "p99_ms": _ms(finite, 99), "max_ms": _ms(finite, 100),
         # the same events up to their batch's first prediction record being generated in the worker
@@ -285,7 +287,7 @@ def _cpu(proc: psutil.Process) -> float:
     return total
 
 
-_TICK = 0.001  # the bench producer's sleep when no event is due: events go out in groups a tick apart
+_TICK = 0.001  # the bench producer's sleep when no event is due yet
 
 
 def _partitions(events: list[tuple[bytes, bytes]], partitions: int) -> np.ndarray:
@@ -298,15 +300,19 @@ def _partitions(events: list[tuple[bytes, bytes]], partitions: int) -> np.ndarra
 
 
 async def _paced(producer: Any, topic: str, events: list[tuple[bytes, bytes]], parts_of: np.ndarray, rate: float,
-                 start: float) -> list[tuple[Any, str, list[float]]]:
-    """Send ``events`` at ``rate`` from ``start``: whenever events are due (the loop sleeps a
-    ``_TICK`` when none is), they go out as one record batch per partition (``send_batch``),
-    each stamped with its send time. One ``send()`` per event cost the bench ~100 µs of Python
-    each (its partitioner, futures and a timer per event): 60 % of a core at 5,000/s, on the 2
-    cores it shares with the worker.
+                 start: float, linger: float) -> list[tuple[Any, str, list[float]]]:
+    """Send ``events`` at ``rate`` from ``start`` (monotonic): every ``linger`` seconds, the events
+    due go out as one record batch per partition (``send_batch``), like a Kafka producer's
+    ``linger.ms``. Each event is stamped with its *due* time, so any wait in the producer counts
+    in its latency. One ``send()`` per event cost the bench ~100 µs of Python each (its
+    partitioner, futures and a timer per event): 60 % of a core at 5,000/s, on the 2 cores it
+    shares with the worker. Batches matter to the embedded broker: Tansu lists every stored
+    record batch of a partition on each fetch, so 1-ms batches made its fetches slower and
+    slower as a run went on (see README, "Operations").
     Returns (ack future of the batch, "topic:partition", per-record produce times)."""
     sent: list[tuple[Any, str, list[float]]] = []
     i, n = 0, len(events)
+    wall0 = time.time() - (time.monotonic() - start)  # the wall clock at ``start``
     while i < n:
         due = min(n, int((time.monotonic() - start) * rate) + 1)
         if due <= i:
@@ -320,16 +326,18 @@ async def _paced(producer: Any, topic: str, events: list[tuple[bytes, bytes]], p
             while k < len(idx):
                 batch, stamps = producer.create_batch(), []
                 while k < len(idx):
-                    at_ms = int(time.time() * 1000)
+                    at = wall0 + idx[k] / rate  # event j is due j / rate after the start
                     key, value = events[idx[k]]
-                    if batch.append(key=key, value=value, timestamp=at_ms) is None:
+                    if batch.append(key=key, value=value, timestamp=int(at * 1000)) is None:
                         if not stamps:
                             raise ValueError(f"an event of {len(value):,} bytes exceeds the producer's batch size")
                         break  # full: the rest go in the next batch
-                    stamps.append(at_ms / 1000.0)
+                    stamps.append(int(at * 1000) / 1000.0)
                     k += 1
                 sent.append((await producer.send_batch(batch, topic, partition=p), f"{topic}:{p}", stamps))
         i = due
+        if linger > _TICK:
+            await asyncio.sleep(linger)
     return sent
 
 

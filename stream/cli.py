@@ -302,6 +302,8 @@ def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second
                                                      "then stream the next ones in file order"),
               drain_timeout: float = typer.Option(120.0, help="seconds to wait for the worker to catch up after producing"),
               warmup: float = typer.Option(3.0, help="leading seconds of each run left out of the latency figures"),
+              linger_ms: float = typer.Option(5.0, help="the bench producer sends the events due every this many ms "
+                                              "(a Kafka producer's linger.ms; each event is stamped with its due time)"),
               bootstrap: Optional[str] = typer.Option(None, help="Kafka bootstrap (default: embedded broker)"),
               worker_env: list[str] = typer.Option([], "--set", help="worker setting NAME=VALUE (LEPTON_ implied), "
                                                    "repeatable, e.g. --set MAX_BATCH=2000"),
@@ -323,7 +325,7 @@ def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second
     rates = [float(r) for r in sweep_rates.split(",")] if sweep_rates else None
     cfg = E2EConfig(rate=rate, duration=duration, preload_edges=preload_edges, preload_nodes=preload_nodes,
                     endpoints=endpoints, dataset=str(dataset) if dataset else None,
-                    drain_timeout=drain_timeout, warmup=warmup, worker_env=env)
+                    drain_timeout=drain_timeout, warmup=warmup, linger_ms=linger_ms, worker_env=env)
     with tempfile.TemporaryDirectory(prefix="lepton-bench-") as tmp:
         broker = None if s.bootstrap else EmbeddedBroker(log_dir=Path(tmp) / "logs").start()
         try:

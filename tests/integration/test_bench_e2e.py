@@ -25,6 +25,7 @@ def test_bench_e2e_small_sweep(broker, tmp_path: Path) -> None:  # noqa: ANN001
         # every event's offset is its record batch's base offset + its place in it: all matched
         assert run["events"] == int(run["offered_rate"] * 3) and run["unmatched_events"] == 0
         assert 2.5 <= run["produce_seconds"] <= 3.5  # paced at the offered rate, in ticks
+        assert run["producer_linger_ms"] == 5.0 and 0 < run["producer_batches"] <= run["events"]
         assert 0 < run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"] <= run["max_ms"] < 10_000
         assert 0 < run["generated_p50_ms"] <= run["p50_ms"] and run["generated_p99_ms"] <= run["p99_ms"]
         assert 0 < run["bench_cpu_percent"] < 200
@@ -97,3 +98,42 @@ def test_bench_events_go_to_the_partition_a_keyed_send_picks() -> None:
     pick = DefaultPartitioner()
     want = [pick(k, list(range(6)), list(range(6))) for k, _ in events]
     assert _partitions(events, 6).tolist() == want
+
+
+@pytest.mark.parametrize("linger_ms", [1.0, 40.0])
+def test_bench_producer_lingers_and_stamps_each_event_with_its_due_time(broker, linger_ms: float) -> None:  # noqa: ANN001
+    """Events go out every ``linger_ms`` as one batch per partition, and each carries the time it
+    was due (start + i / rate), not the time it was sent: a lingering producer's wait is latency."""
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaProducer
+
+    from stream.bench_e2e import _paced, _partitions
+
+    rate, n, topic = 500.0, 400, f"paced-{int(linger_ms)}"
+    events = [(f"k{i}".encode(), b"{}") for i in range(n)]
+
+    async def main() -> tuple[float, list[tuple[object, str, list[float]]]]:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=0)
+        await producer.start()
+        try:
+            parts = len(await producer.partitions_for(topic))
+            start = time.monotonic()
+            wall0 = time.time()
+            sent = await _paced(producer, topic, events, _partitions(events, parts), rate, start, linger_ms / 1000.0)
+            await asyncio.gather(*(fut for fut, _, _ in sent))
+            return wall0, sent
+        finally:
+            await producer.stop()
+
+    wall0, sent = asyncio.run(main())
+    stamps = np.sort(np.concatenate([s for _, _, s in sent]))
+    assert len(stamps) == n
+    due = wall0 + np.arange(n) / rate
+    assert np.abs(stamps - due).max() < 0.005  # the schedule, whatever the send times
+    seconds = n / rate  # 0.8 s of sending
+    if linger_ms >= 10:  # one batch per partition per linger at most (4 partitions)
+        assert len(sent) <= 4 * (seconds / (linger_ms / 1000.0) + 2)
+    else:  # sent as they fall due: far more, smaller batches
+        assert len(sent) > 4 * (seconds / 0.040 + 2)

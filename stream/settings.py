@@ -74,7 +74,9 @@ class Settings(BaseSettings):
         "auto", description="embedding nearest-neighbour search for top-k candidates (auto: IVF from ann_min_nodes)")
     ann_min_nodes: int = Field(50_000, ge=0)
     ann_nprobe: int = Field(16, ge=1, description="IVF cells scanned per query")
-    refit_every: int = Field(5_000, ge=1, description="new edges between online decoder fits (background thread)")
+    refit_every: int = Field(5_000, ge=1, description="new training edges between online decoder fits (background process)")
+    train_per_batch: int = Field(512, ge=1, description="online training edges a batch adds at most (a seeded sample "
+                                 "of larger batches, each with one negative pair)")
     model: Path | None = Field(None, description="checkpoint from `lepton train` to start from (transfer)")
     alert_rate: float = Field(0.002, gt=0, lt=1)
     tick_seconds: float = Field(60.0, gt=0)
@@ -153,6 +155,7 @@ class Settings(BaseSettings):
                                aggregator=self.aggregator, backend=self.backend, device=self.resolved_device(),
                                prune_eps=self.prune_eps, top_k=self.top_k,
                                predictions_per_event=self.predictions_per_event, refit_every=self.refit_every,
+                               train_per_batch=self.train_per_batch,
                                ann=self.ann, ann_min_nodes=self.ann_min_nodes, ann_nprobe=self.ann_nprobe,
                                model_path=str(self.model) if self.model else None, alert_rate=self.alert_rate,
                                tick_seconds=self.tick_seconds, seed=self.seed, activity_window=self.activity_window,

@@ -88,7 +88,25 @@ def test_online_training_and_hot_swap_change_the_version_and_keep_state() -> Non
     second = p.process(evs[1500:], now=1.0)
     assert second.predictions and all(0 < x <= 1 for pr in second.predictions for _, x in pr.partners)
     assert (p.engine.embeddings - p.engine.reference()[: p.graph.n_rows]).abs().max() <= 1e-4
-    assert p.training_job() is not None  # 1,500 more positives since the last fit
+    assert p.training_job() is not None  # 512 more positives (the batch's training sample) since the last fit
+
+
+def test_large_batches_train_on_a_seeded_sample_of_their_adds() -> None:
+    evs = [EdgeEvent(src=f"a{i % 50}", dst=f"b{(i * 7) % 61}", ts=float(i)) for i in range(300)]
+
+    def run(cap: int) -> tuple[Processor, list]:
+        p = Processor(dataclasses.replace(CFG, train_per_batch=cap))
+        return p, [p.process(evs[:200], now=0.0), p.process(evs[200:], now=1.0)]
+
+    p, (r1, r2) = run(64)
+    assert len(r1.priors) == 200 and len(r2.priors) == 100  # every add is still scored
+    assert [len(x) for x in p.link._x] == [64, 64, 64, 64] and p.link._since == 128  # 64 edges + 64 negatives a batch
+    q, _ = run(64)
+    assert all(np.array_equal(a, b) for a, b in zip(p.link._x, q.link._x))  # seeded: a replay draws the same sample
+    full, _ = run(1_000)
+    assert [len(x) for x in full.link._x] == [200, 200, 100, 100]  # small batches: every add
+    rows = {tuple(r) for r in full.link._x[0]}  # the sampled positives are the batch's own edges' features
+    assert all(tuple(r) in rows for r in p.link._x[0])
 
 
 def test_alert_storm_becomes_one_summary() -> None:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
+
+import msgspec
 
 from gnn.errors import EventError
 
@@ -60,7 +62,63 @@ class NodeEvent:
 def parse_edge(raw: bytes, *, record_ts: float) -> EdgeEvent:
     """Validate one ``lepton.edges`` value; ``record_ts`` (seconds) is the default ``ts``.
 
-    The decode stage of the worker: ~4 µs per event on the common shapes (it was ~10)."""
+    The decode stage of the worker. A well-formed event is decoded and type-checked in C by
+    msgspec (~0.5 µs; the stdlib path below takes ~4.5); whatever that refuses goes through the
+    stdlib path, which names the reason. Both accept exactly the same events (property test)."""
+    if raw is not None and len(raw) <= MAX_EVENT_BYTES:
+        try:
+            e = _FAST.decode(raw)
+        except _FAST_REFUSED:
+            pass
+        else:
+            ts = float(record_ts) if e.ts is None else e.ts
+            src, dst = e.src, e.dst
+            if ((e.ts is None or 0.0 <= ts < _INF) and -_F32_MAX <= e.weight <= _F32_MAX
+                    and (type(src) is str or -_ID_INT < src < 10 * _ID_INT)  # an integer id's digits fit
+                    and (type(dst) is str or -_ID_INT < dst < 10 * _ID_INT)):
+                return EdgeEvent(src if type(src) is str else str(src), dst if type(dst) is str else str(dst),
+                                 ts, e.weight, e.op, e.id)
+    return _parse_edge_stdlib(raw, record_ts=record_ts)
+
+
+def parse_node(raw: bytes, *, dim: int, record_ts: float) -> NodeEvent:
+    """Validate one ``lepton.nodes`` value with a feature vector of length ``dim``."""
+    obj = _object(raw, _NODE_FIELDS)
+    if "node" not in obj or "features" not in obj:
+        raise EventError("missing_field", "fields 'node' and 'features' are required")
+    feats = obj["features"]
+    if not isinstance(feats, list) or len(feats) != dim:
+        raise EventError("bad_features", f"features must be a list of exactly {dim} numbers")
+    values = [_finite(f) for f in feats]
+    if any(v is None for v in values):
+        raise EventError("bad_features", "features must be finite numbers")
+    return NodeEvent(node=_node_id(obj["node"], "node"), features=tuple(values), ts=_ts(obj.get("ts"), record_ts))
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+_Id = Union[Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)], int]
+
+
+class _Edge(msgspec.Struct, forbid_unknown_fields=True):
+    """The common shape of an edge event, for the C decoder (explicit ``null`` only where the
+    stdlib path takes it too: ``ts`` and ``id``)."""
+
+    src: _Id
+    dst: _Id
+    ts: Optional[float] = None  # noqa: UP007 - msgspec reads the annotation
+    weight: float = 1.0
+    op: Literal["add", "remove"] = "add"
+    id: Optional[Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]] = None  # noqa: UP007
+    v: Literal[1] = 1
+
+
+_FAST = msgspec.json.Decoder(_Edge)
+_ID_INT = 10 ** (MAX_ID_LEN - 1)  # integer ids of at most MAX_ID_LEN characters: -_ID_INT < id < 10 * _ID_INT
+_FAST_REFUSED = (msgspec.DecodeError, UnicodeDecodeError)  # ValidationError is a DecodeError
+
+
+def _parse_edge_stdlib(raw: bytes, *, record_ts: float) -> EdgeEvent:
+    """:func:`parse_edge` through the stdlib's JSON scanner, with a reason for every refusal."""
     obj = _object(raw, _EDGE_FIELDS)
     get = obj.get
     for name in ("src", "dst"):
@@ -82,23 +140,6 @@ def parse_edge(raw: bytes, *, record_ts: float) -> EdgeEvent:
                      ts, w, op, eid)
 
 
-def parse_node(raw: bytes, *, dim: int, record_ts: float) -> NodeEvent:
-    """Validate one ``lepton.nodes`` value with a feature vector of length ``dim``."""
-    obj = _object(raw, _NODE_FIELDS)
-    if "node" not in obj or "features" not in obj:
-        raise EventError("missing_field", "fields 'node' and 'features' are required")
-    feats = obj["features"]
-    if not isinstance(feats, list) or len(feats) != dim:
-        raise EventError("bad_features", f"features must be a list of exactly {dim} numbers")
-    values = []
-    for f in feats:
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f):
-            raise EventError("bad_features", "features must be finite numbers")
-        values.append(float(f))
-    return NodeEvent(node=_node_id(obj["node"], "node"), features=tuple(values), ts=_ts(obj.get("ts"), record_ts))
-
-
-# ---- helpers -----------------------------------------------------------------------------------
 def _object(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
     if raw is None:
         raise EventError("not_json", "empty record value")
@@ -112,6 +153,8 @@ def _object(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
         obj = _loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise EventError("not_json", f"value is not JSON: {exc}") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4,300): was a crash
+        raise EventError("not_json", f"value has a number we cannot read: {exc}") from None
     if type(obj) is not dict:
         raise EventError("not_object", f"value must be a JSON object, got {type(obj).__name__}")
     if not obj.keys() <= allowed:
@@ -156,14 +199,33 @@ def _node_id(value: Any, name: str) -> str:
 def _ts(value: Any, default: float) -> float:
     if value is None:
         return float(default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise EventError("bad_ts", f"ts must be a finite, non-negative number of seconds, got {value!r}")
-    return float(value)
+    ts = _finite(value)
+    if ts is None or ts < 0:
+        raise EventError("bad_ts", f"ts must be a finite, non-negative number of seconds, got {_short(value)}")
+    return ts
 
 
 def _weight(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise EventError("bad_weight", f"weight must be a finite number, got {value!r}")
-    if abs(value) > _F32_MAX:
+    w = _finite(value)
+    if w is None:
+        raise EventError("bad_weight", f"weight must be a finite number, got {_short(value)}")
+    if abs(w) > _F32_MAX:
         raise EventError("bad_weight", "weight does not fit a float32")
-    return float(value)
+    return w
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None: not a number (bools are not), or not finite, or an
+    integer beyond a float's range (JSON allows ``1000…0`` of any length; ``float()`` overflows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        x = float(value)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

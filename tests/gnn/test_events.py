@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import example, given, settings, strategies as st
 
 from gnn.errors import EventError
-from gnn.events import REASONS, EdgeEvent, _loads, parse_edge, parse_node
+from gnn.events import REASONS, EdgeEvent, _loads, _parse_edge_stdlib, parse_edge, parse_node
 from stream.producer import MALFORMED
 
 
@@ -45,6 +46,10 @@ CASES = [
     (b'{"src":"a","dst":"b","op":null}', "bad_op"),
     (b'{"src":"a","dst":"b","v":null}', "bad_version"),
     (b'{"src":"a","dst":"b"} {}', "not_json"),
+    (b'{"src":"a","dst":"b","ts":1' + b"0" * 400 + b"}", "bad_ts"),  # beyond a float: was an OverflowError
+    (b'{"src":"a","dst":"b","weight":-1' + b"0" * 400 + b"}", "bad_weight"),
+    (b'{"src":"a","dst":"b","ts":1' + b"0" * 5000 + b"}", "not_json"),  # more digits than int() reads: a crash
+    (b'{"src":1' + b"0" * 256 + b',"dst":"b"}', "id_too_long"),
     (b" ", "not_json"),
 ]
 
@@ -84,6 +89,46 @@ def test_node_events() -> None:
     e = parse_node(b'{"node": 3, "features": [1, 2.5]}', dim=2, record_ts=1.0)
     assert (e.node, e.features) == ("3", (1.0, 2.5))
     for raw in (b'{"node": 3, "features": [1]}', b'{"node": 3, "features": [1, NaN]}',
-                b'{"node": 3, "features": "x"}'):
+                b'{"node": 3, "features": "x"}', b'{"node": 3, "features": [1, 1' + b"0" * 400 + b"]}"):
         with pytest.raises(EventError, match="bad_features"):
             parse_node(raw, dim=2, record_ts=0)
+
+
+def _outcome(raw: bytes) -> tuple[str, object, object]:
+    """What each decode path makes of ``raw``: an event, or a reason (anything else raises)."""
+    def run(parse) -> object:  # noqa: ANN001
+        try:
+            return parse(raw, record_ts=7.25)
+        except EventError as err:
+            return err.reason
+    return raw.decode("utf-8", "replace"), run(parse_edge), run(_parse_edge_stdlib)
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-(10**40), 10**40), st.just(10**400),
+                    st.floats(), st.text(max_size=3), st.text(min_size=250, max_size=260), st.just(""),
+                    st.sampled_from(["add", "remove", "Add", 1, 1.0, "1"]), st.lists(st.integers(), max_size=2),
+                    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["src", "dst", "ts", "weight", "op", "id", "v", "w", "SRC"]), _VALUES,
+                       max_size=7), st.booleans(), st.sampled_from(["", " ", "\n", "\ufeff", "x"]))
+@example({"src": "a", "dst": "b", "ts": 2**53 + 1, "weight": 2**64 + 3}, False, "")
+@example({"src": 2**64 + 1, "dst": -5, "id": None, "v": 1}, False, " ")
+@example({"src": 10**255, "dst": -(10**254), "ts": 0}, False, "")  # 256 characters each: the limit
+@example({"src": 10**256, "dst": -(10**255)}, False, "")
+def test_fast_decoder_and_stdlib_path_agree(obj: dict, endpoints: bool, pad: str) -> None:
+    """msgspec takes the common shapes; every event must come out exactly as the stdlib path
+    makes it, and every refusal with the stdlib path's reason."""
+    if endpoints:  # mostly well-formed events: the fast path's whole domain
+        obj = {"src": "a", "dst": 1, **obj}
+    raw = json.dumps(obj).encode()  # NaN and Infinity literals too (Python's json reads them)
+    for variant in (raw, (pad + json.dumps(obj) + pad[:1]).encode(), raw.replace(b'"a"', b'"\\ud800"')):
+        text, fast, slow = _outcome(variant)
+        assert fast == slow, text
+
+
+@given(st.binary(max_size=40))
+def test_fast_decoder_and_stdlib_path_agree_on_any_bytes(raw: bytes) -> None:
+    _, fast, slow = _outcome(raw)
+    assert fast == slow

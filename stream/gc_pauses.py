@@ -1,14 +1,18 @@
 """Garbage-collection pauses of the worker, per generation (``lepton_gc_*`` on ``/metrics``; ``gc`` in ``lepton bench e2e``'s JSON).
 
 A full (generation-2) collection walks every object the collector tracks, with the GIL held:
-once the worker is up (torch, aiokafka, aiohttp, a restored processor) ~230k objects, 140-220 ms
-that every batch in flight waits (DARPA bench at 5,000 events/s: one or two in a 45-s run).
-The gauges let an operator tell such a stall from the pipeline's own latency.
+once the worker is up (torch, aiokafka, aiohttp, a restored processor) ~230k objects, 140-440
+ms that every batch in flight waits. At 5,000 events/s (DARPA bench) that is one or two in a
+45-s run; at 20,000-25,000 events/s the allocation churn triggers 12-18 in a 25-s run, 2.2-3.8 s
+of pauses in all.
 
-Neither ``gc.freeze()`` once ready (full collections ~2 ms) nor ``gc.disable()`` moved the
-bench's end-to-end latency in three alternating rounds (session 11: p99 321-440 ms as is,
-316-426 frozen, 326-496 disabled), so the collector is left alone. (Session 10's three rounds
-had frozen runs slower, p50 239-265 vs 145-190 ms; that did not reproduce.)
+:meth:`GcPauses.freeze` (``LEPTON_GC_FREEZE``, on by default) moves everything alive once the
+worker has started into the collector's permanent generation (``gc.freeze()``), so later
+walks only visit what the stream allocated since. Alternating runs at 20,000 and 25,000
+events/s (session 12): total pauses 2.2-3.8 -> 0.4-0.8 s, p50 latency 169-1,265 -> 127-227
+ms, p99 2.7-3.9 -> 2.4-2.8 s. At 5,000 events/s three rounds showed no consistent difference
+(session 11: p99 321-440 ms as is, 316-426 frozen). Objects frozen are still freed by reference
+counting; only cycles among them stay until :meth:`GcPauses.uninstall`, which unfreezes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class GcPauses:
     count: list[int] = field(default_factory=lambda: [0, 0, 0])
     seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     longest: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    frozen: int = 0  # objects :meth:`freeze` moved out of the collector's walks
     _started: float = 0.0
 
     def install(self) -> "GcPauses":
@@ -40,6 +45,16 @@ class GcPauses:
     def uninstall(self) -> None:
         if self._hook in gc.callbacks:
             gc.callbacks.remove(self._hook)
+        if self.frozen:
+            gc.unfreeze()
+            self.frozen = 0
+
+    def freeze(self) -> int:
+        """Collect once, then freeze everything still alive; returns how many objects that is."""
+        gc.collect()
+        gc.freeze()
+        self.frozen = gc.get_freeze_count()
+        return self.frozen
 
     def _hook(self, phase: str, info: dict) -> None:
         if phase == "start":

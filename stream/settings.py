@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     snapshot_events: int = Field(100_000, ge=1, description="snapshot after this many input records ...")
     snapshot_seconds: float = Field(60.0, gt=0, description="... or this many seconds, whichever first")
     snapshot_keep: int = Field(2, ge=1, description="snapshots kept in STATE_DIR/snapshots")
+    gc_freeze: bool = Field(True, description="freeze the objects alive at start out of garbage collection "
+                            "(full collections then walk only what the stream allocated since)")
     snapshot_background: bool = Field(True, description="write periodic snapshots from a forked child (CPU state)")
     webhook_inflight: int = Field(64, ge=1, description="background webhook deliveries; beyond: spooled")
 

@@ -390,6 +390,8 @@ class Worker:
                 replayed += 1
             if replayed:
                 log.warning("replayed %d journaled batches after the snapshot", replayed)
+            if s.gc_freeze:  # startup's objects (model, graph, libraries) leave the collector's walks
+                self.gc_pauses.freeze()
             await self._gauges()  # lag and ownership are on /metrics before /readyz says ready
             self.ready = True
             self.controller = BatchController(target=s.latency_target, max_batch=s.batch_limit)
@@ -612,6 +614,7 @@ class Worker:
             m.inc("gc_pause_seconds_total", gcp.seconds[gen] - m.counter("gc_pause_seconds_total", generation=label),
                   help="time spent in garbage collections", generation=label)
             m.set("gc_pause_max_seconds", gcp.longest[gen], help="longest garbage collection since start", generation=label)
+        m.set("gc_frozen_objects", gcp.frozen, help="objects frozen out of garbage collection at start (LEPTON_GC_FREEZE)")
         self.pipeline.webhook_metrics()
 
     async def _start_producer(self) -> None:
@@ -646,7 +649,7 @@ class Worker:
             await p.webhooks.close()
         if self.journal is not None:
             self.journal.close()
-        self.gc_pauses.uninstall()
+        self.gc_pauses.uninstall()  # and unfreeze
 
 
 def fit_pool() -> ProcessPoolExecutor:

@@ -19,3 +19,14 @@ def test_pauses_are_recorded_per_generation_until_uninstalled() -> None:
         pauses.uninstall()
     gc.collect()
     assert pauses.count[2] == 1
+
+
+def test_freeze_leaves_startup_objects_out_of_full_collections_until_uninstalled() -> None:
+    pauses = GcPauses().install()
+    try:
+        keep = [[i] for i in range(50_000)]  # tracked containers alive "at startup"
+        assert pauses.freeze() >= 50_000 == len(keep) and gc.get_freeze_count() == pauses.frozen
+        assert len(gc.get_objects(generation=2)) < 50_000  # a full collection no longer walks them
+    finally:
+        pauses.uninstall()
+    assert gc.get_freeze_count() == 0 and pauses.frozen == 0

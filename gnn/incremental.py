@@ -142,6 +142,8 @@ class Engine:
         self._grow(n)
         new_nodes = np.arange(self._known, n, dtype=np.int64)
         self._known = n
+        if not changes and feature_nodes is None and self._isolated(new_nodes):
+            return self._embed_isolated(new_nodes)
         a_r, a_c, coef = self._arc_changes(changes)
         if len(a_r):
             self.den.index_add_(0, as_tensor(a_r, self.device), as_tensor(coef, self.device))  # degree or weight sum
@@ -216,6 +218,32 @@ class Engine:
             p.index_add_(0, as_tensor(hit, dev), buf.double())
         nxt = _union([rows, hit, struct], n)
         return nxt[nxt > 0], len(targets), False
+
+    def _isolated(self, rows: np.ndarray) -> bool:
+        """Whether no arc touches ``rows`` (new nodes before their edges are applied)."""
+        g = self.graph
+        return not (np.asarray(g.in_degree())[rows].any() or np.asarray(g.out_degree())[rows].any())
+
+    def _embed_isolated(self, rows: np.ndarray) -> UpdateStats:
+        """Each layer's rows for nodes without arcs: their own input alone (an empty neighbour
+        sum), and no other row reads them. What :meth:`_propagate` computes for them, without
+        its arc lookups and unions: a processor embeds a batch's new nodes this way before
+        scoring their edges (DARPA, 300-event batches: 1.29 -> 0.73 ms a call)."""
+        stats = UpdateStats(moved=rows)
+        if not len(rows):
+            return stats
+        idx = as_tensor(rows, self.device)
+        vals = torch.from_numpy(self.features.rows(self.graph, rows)).to(self.device)
+        for li, layer in enumerate(self.model.layers):
+            self.h[li].index_copy_(0, idx, vals)
+            self.a[li].index_copy_(0, idx, layer.lin_self(vals))
+            vals = self._output(li, idx)
+            stats.rows_per_layer.append(len(rows))
+            stats.arcs_per_layer.append(0)
+        if self.total is not None:  # new rows were zeros: their values are all the sum gains
+            self.total += vals.sum(0, dtype=torch.float64)
+        self.h[-1].index_copy_(0, idx, vals)
+        return stats
 
     # ---- helpers --------------------------------------------------------------------------
     def _output(self, li: int, idx: torch.Tensor) -> torch.Tensor:

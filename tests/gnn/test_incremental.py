@@ -21,6 +21,8 @@ step = st.one_of(
                                           min_size=1, max_size=4)),
     st.tuples(st.just("features"), st.lists(st.tuples(st.integers(0, 25), st.integers(0, 25), st.just(1.0)),
                                             min_size=1, max_size=3)),
+    st.tuples(st.just("nodes"), st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.just(1.0)),
+                                         min_size=1, max_size=3)),  # new ones isolated until an add reaches them
 )
 
 
@@ -39,6 +41,8 @@ def _run(eng: Engine, seq: list) -> None:
         if kind == "add":
             changes = [g.add_edges(src, dst, np.array([w for *_, w in items], np.float32))]
             eng.update(changes)
+        elif kind == "nodes":  # what a processor does before scoring a batch: embed its new nodes alone
+            eng.update([])
         elif kind == "remove":
             known = (src > 0) & (dst > 0)
             eng.update([g.remove_edges(src[known], dst[known])])
@@ -159,3 +163,21 @@ def test_mean_embedding_follows_small_and_large_changes() -> None:
         assert corrected == (n_edges == 3 and stats.rows_per_layer[-1] < 500)  # few rows: corrected in place
         want = eng.embeddings[1:].mean(0, keepdim=True)
         assert (eng.mean_embedding() - want).abs().max().item() <= 1e-6
+
+
+def test_new_isolated_nodes_are_embedded_alone_and_exactly() -> None:
+    eng = _engine(False, "mean", "torch", 1.1)
+    g = eng.graph
+    _run(eng, [("add", [(a, (a * 7 + 3) % 20, 1.0) for a in range(20)])])
+    eng.mean_embedding()  # the running sum exists: the new rows must correct it
+    g.node_ids(["new-a", "new-b"], create=True)
+    stats = eng.update([])
+    assert stats.arcs_per_layer == [0, 0] and stats.rows_per_layer == [2, 2] and len(stats.moved) == 2
+    ref = eng.reference()[: g.n_rows]
+    assert (eng.embeddings - ref).abs().max() <= 1e-5
+    assert (eng.mean_embedding() - ref[1:].mean(0, keepdim=True)).abs().max() <= 1e-6
+    a, b = g.node_ids(["new-a", "v1"])  # then edges reach them, and another new node: the general path
+    g.node_ids(["new-c"], create=True)
+    c = g.node_ids(["new-c"])[0]
+    eng.update([g.add_edges(np.array([a, c]), np.array([b, a]), np.ones(2, np.float32))])
+    assert (eng.embeddings - eng.reference()[: g.n_rows]).abs().max() <= 1e-5

@@ -229,9 +229,10 @@ class Engine:
         sum), and no other row reads them. What :meth:`_propagate` computes for them, without
         its arc lookups and unions: a processor embeds a batch's new nodes this way before
         scoring their edges (DARPA, 300-event batches: 1.29 -> 0.73 ms a call)."""
-        stats = UpdateStats(moved=rows)
+        layers = self.model.num_layers
         if not len(rows):
-            return stats
+            return UpdateStats(rows_per_layer=[0] * layers, arcs_per_layer=[0] * layers, moved=rows)
+        stats = UpdateStats(moved=rows)
         idx = as_tensor(rows, self.device)
         vals = torch.from_numpy(self.features.rows(self.graph, rows)).to(self.device)
         for li, layer in enumerate(self.model.layers):

@@ -132,3 +132,20 @@ def test_fast_decoder_and_stdlib_path_agree(obj: dict, endpoints: bool, pad: str
 def test_fast_decoder_and_stdlib_path_agree_on_any_bytes(raw: bytes) -> None:
     _, fast, slow = _outcome(raw)
     assert fast == slow
+
+
+def test_a_decoder_bug_is_refused_as_an_event_error_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker dead-letters EventErrors and keeps going; anything else would fail the batch
+    on every replay (a poison pill)."""
+    import gnn.events as events
+
+    def broken(raw: bytes, **_: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(events, "_parse_edge_stdlib", broken)
+    monkeypatch.setattr(events, "_parse_node", broken)
+    for parse in (lambda raw: events.parse_edge(raw, record_ts=0), lambda raw: events.parse_node(raw, dim=2, record_ts=0)):
+        with pytest.raises(EventError) as info:
+            parse(b'{"src": "a"}')  # the C decoder refuses it: the (broken) stdlib path runs
+        assert info.value.reason == "not_json" and "ZeroDivisionError: a bug" in info.value.detail
+    assert events.parse_edge(b'{"src": "a", "dst": "b"}', record_ts=0).dst == "b"  # the C path is untouched

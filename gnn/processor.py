@@ -120,6 +120,7 @@ class BatchResult:
     update: UpdateStats = field(default_factory=UpdateStats)
     anomaly: EdgeScores | None = None  # per ``add`` event, in batch order: score and components
     timings: dict[str, float] = field(default_factory=dict)
+    training: tuple[np.ndarray, np.ndarray] | None = None  # pair features the batch added to training: (edges, negatives)
 
 
 # Serving policy: a restored processor takes these from the current settings (restart with a new
@@ -247,8 +248,9 @@ class Processor:
         priors, x_pos, x_neg = probs[: len(a)], x[: len(a)], x[len(a):]  # prior probability, before insertion
         if not self.config.directed:  # an undirected pair: both orientations (the decoder learns p(dst | src))
             priors = 0.5 * (priors + self.link.score_reversed(x_pos))
-        if len(train):
-            self.link.remember(x_pos[train], x_neg)  # online training samples: an edge and a random pair of its source
+        training = (x_pos[train], x_neg) if len(train) else None
+        if training is not None:
+            self.link.remember(*training)  # online training samples: an edge and a random pair of its source
         anomaly = self.detector.score(src[a], dst[a], ts, priors)
         t2 = time.perf_counter()
         changes, missing = self._apply(events, src, dst)
@@ -273,7 +275,7 @@ class Processor:
         self.scored += len(adds)
         t6 = time.perf_counter()
         return BatchResult(predictions=predictions, alerts=alerts, applied=len(events), duplicates=dups,
-                           missing_removes=missing, priors=priors, update=stats, anomaly=anomaly,
+                           missing_removes=missing, priors=priors, update=stats, anomaly=anomaly, training=training,
                            timings={"graph": (t1 - t0) + (t3 - t2), "score": t2 - t1, "kernels": t4 - t3,
                                     "predict": t5 - t4, "anomaly": t6 - t5})
 

@@ -468,6 +468,37 @@ def eval_linkpred(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, 
         json_path.write_text(text + "\n")
 
 
+@eval_app.command("online")
+def eval_online(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JSON lines, Parquet, DARPA zip), in time order"),
+                preload: int = typer.Option(0, help="edges bulk-loaded first (not scored)"),
+                events: Optional[int] = typer.Option(None, help="edges streamed after the preload (default: all)"),
+                batch: int = typer.Option(1_000, help="events per micro-batch (the worker's batch at your rate)"),
+                refit_every: int = typer.Option(5_000, help="LEPTON_REFIT_EVERY: training edges between fits"),
+                train_per_batch: int = typer.Option(512, help="LEPTON_TRAIN_PER_BATCH: training edges a batch adds at most"),
+                seed: int = typer.Option(0, help="model and sampling seed"),
+                json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
+    """Prequential AUC / AP of the online decoder: each batch's training pairs scored before any fit sees them."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    from gnn.io import read_edges  # noqa: PLC0415
+    from gnn.online_eval import evaluate_online  # noqa: PLC0415
+    from gnn.processor import ProcessorConfig  # noqa: PLC0415
+
+    table = read_edges(dataset)
+    config = ProcessorConfig(top_k=0, refit_every=refit_every, train_per_batch=train_per_batch, seed=seed)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]batches"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        task = bar.add_task("eval", total=None)
+        res = evaluate_online(table, config, preload=preload, events=events, batch=batch,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    result = {"dataset": str(dataset), "preload": preload, "batch": batch, "refit_every": refit_every,
+              "train_per_batch": train_per_batch, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+
+
 @state_app.command("inspect")
 def state_inspect(state_dir: Path = typer.Option(Path(".lepton"), help="the worker's LEPTON_STATE_DIR"),
                   as_json: bool = typer.Option(False, "--json", help="print JSON only"),

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from gnn.errors import GraphError
+from gnn.jit import compiled
 
 __all__ = ["DynamicGraph", "CSR", "Applied", "ArcDelta", "normalise_key", "distinct"]
 
@@ -205,6 +206,14 @@ class DynamicGraph:
     def edge_lookup(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised (exists, weight) of edges ``src[i] -> dst[i]`` (dense ids)."""
         return self._in.lookup(dst, src)
+
+    def in_storage(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The in-adjacency's arrays, for compiled readers (read-only): base ``indptr`` (int64),
+        columns (int32) and alive flags, the sorted delta keys ``row << 32 | col`` (int64) and
+        each row's count of delta arcs (int32, at least ``n_rows`` long)."""
+        a = self._in
+        a.ensure_rows(self.n_rows)
+        return a.indptr, a.idx, a.alive, a.d_keys, a.d_deg
 
     # ---- neighbourhoods ------------------------------------------------------------
     def in_neighbors(self, node: int) -> tuple[np.ndarray, np.ndarray]:
@@ -448,8 +457,10 @@ class _Adjacency:
 
     def lookup(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised (exists, weight) of arcs (row, col)."""
-        rows = np.asarray(rows, np.int64)
-        cols = np.asarray(cols, np.int64)
+        rows = np.ascontiguousarray(rows, np.int64)
+        cols = np.ascontiguousarray(cols, np.int64)
+        if _lookup_compiled is not None:
+            return _lookup_compiled(self.indptr, self.idx, self.w, self.alive, self.d_keys, self.d_w, rows, cols)
         pos = self._base_find(rows, cols)
         hit = pos >= 0
         hit[hit] = self.alive[pos[hit]]
@@ -680,6 +691,44 @@ class _Adjacency:
         self.idx, self.w = idx, w
         self.alive = np.ones(len(idx), np.bool_)
         self.dead = 0
+
+
+@compiled("int64(int64[::1], int64, int64, int64)", "int64(int32[::1], int64, int64, int64)")
+def lower_bound(a: np.ndarray, x: int, lo: int, hi: int) -> int:
+    """Compiled: the first position in sorted ``a[lo:hi]`` whose value is not below ``x``
+    (``hi`` when there is none). Also finds a row's first delta arc: ``x = row << 32``."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@compiled("Tuple((boolean[::1], float64[::1]))(int64[::1], int32[::1], float32[::1], boolean[::1], int64[::1], "
+          "float32[::1], int64[::1], int64[::1])")
+def _lookup_compiled(indptr: np.ndarray, idx: np.ndarray, w: np.ndarray, alive: np.ndarray, d_keys: np.ndarray,
+                     d_w: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`_Adjacency.lookup` as one loop: a binary search of the row's base columns, then
+    of the delta keys where the base has no live arc."""
+    hit = np.zeros(len(rows), np.bool_)
+    weight = np.zeros(len(rows), np.float64)
+    n_base = len(indptr) - 1
+    for i in range(len(rows)):
+        r, c = rows[i], cols[i]
+        if r < n_base:
+            at = lower_bound(idx, c, indptr[r], indptr[r + 1])
+            if at < indptr[r + 1] and idx[at] == c and alive[at]:
+                hit[i] = True
+                weight[i] = w[at]
+                continue
+        key = (r << 32) | c
+        at = lower_bound(d_keys, key, 0, len(d_keys))
+        if at < len(d_keys) and d_keys[at] == key:
+            hit[i] = True
+            weight[i] = d_w[at]
+    return hit, weight
 
 
 def _count_into(counts: np.ndarray, rows: np.ndarray, sign: int) -> None:

@@ -83,6 +83,13 @@ def test_graph_matches_reference(seq: list, directed: bool, batch: int) -> None:
     exists, w = g.edge_lookup(u, v)
     assert (exists == want).all()
     assert np.allclose(w, weights, atol=1e-4)
+    if graph_module._lookup_compiled is not None:  # that was the compiled lookup: the NumPy one agrees
+        compiled, graph_module._lookup_compiled = graph_module._lookup_compiled, None
+        try:
+            exists2, w2 = g.edge_lookup(u, v)
+        finally:
+            graph_module._lookup_compiled = compiled
+        assert np.array_equal(exists2, exists) and np.array_equal(w2, w)
     # full CSR equals the partial one
     full = g.in_csr()
     assert full.nnz == len(ref)

@@ -87,24 +87,34 @@ def _common_reference(g, a, b):  # noqa: ANN001, ANN202 - plain set intersection
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")])])
 @pytest.mark.parametrize("directed", [False, True])
-@pytest.mark.parametrize("bitmap", [1 << 24, 0])  # small graphs look up marks; 0: the sorted index, as big ones
-def test_common_neighbours_match_set_intersection(directed: bool, device: str, bitmap: int,
+@pytest.mark.parametrize("path", ["bitmap", "index", "compiled"])  # NumPy: small graphs look up marks, big ones
+def test_common_neighbours_match_set_intersection(directed: bool, device: str, path: str,  # a sorted index
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from gnn.graph import DynamicGraph
-    from gnn.linkpred import _common_neighbours
+    from gnn.linkpred import _common_neighbours, _cn_compiled
 
-    monkeypatch.setattr("gnn.linkpred._CN_BITMAP", bitmap)
+    if path == "compiled" and (_cn_compiled is None or device != "cpu"):
+        pytest.skip("numba is not installed (or LEPTON_NUMBA=0), or not on a CPU")
+    if path != "compiled":
+        monkeypatch.setattr("gnn.linkpred._cn_compiled", None)
+    monkeypatch.setattr("gnn.linkpred._CN_BITMAP", 1 << 24 if path == "bitmap" else 0)
     rng = np.random.default_rng(5)
-    g = DynamicGraph(directed=directed)
+    g = DynamicGraph(directed=directed, min_compact=500)  # the first add is the base; later ones stay in the delta
     g.node_ids([f"n{i}" for i in range(60)], create=True)
     hub = np.zeros(200, np.int64) + 1  # a hub, as in serving: one node against many candidates
     g.add_edges(np.r_[rng.integers(1, 61, 600), hub], np.r_[rng.integers(1, 61, 600), rng.integers(2, 61, 200)])
     g.remove_edges(rng.integers(1, 61, 50), rng.integers(1, 61, 50))
+    g.node_ids([f"m{i}" for i in range(5)], create=True)
+    g.add_edges(rng.integers(1, 66, 30), rng.integers(1, 66, 30))  # delta arcs, new nodes among them
+    assert g.delta_arcs and g._in.dead  # base, dead and delta arcs all read
     a = np.r_[np.ones(40, np.int64), rng.integers(1, 61, 300)]
     b = rng.integers(1, 61, 340)
     cn, aa = _common_neighbours(g, a, b, g.in_degree().astype(np.float64), device)
     ref_cn, ref_aa = _common_reference(g, a, b)
     assert np.array_equal(cn, ref_cn) and np.allclose(aa, ref_aa) and cn.max() > 3
+    if path == "compiled":  # the same sums in the same order as the NumPy path: equal, not close
+        monkeypatch.setattr("gnn.linkpred._cn_compiled", None)
+        assert all(np.array_equal(x, y) for x, y in zip((cn, aa), _common_neighbours(g, a, b, g.in_degree(), device)))
     import gnn.linkpred as lp
 
     old, lp._CN_BUDGET = lp._CN_BUDGET, 50  # many slices: same answer

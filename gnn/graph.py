@@ -207,11 +207,11 @@ class DynamicGraph:
         """Vectorised (exists, weight) of edges ``src[i] -> dst[i]`` (dense ids)."""
         return self._in.lookup(dst, src)
 
-    def in_storage(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The in-adjacency's arrays, for compiled readers (read-only): base ``indptr`` (int64),
-        columns (int32) and alive flags, the sorted delta keys ``row << 32 | col`` (int64) and
-        each row's count of delta arcs (int32, at least ``n_rows`` long)."""
-        a = self._in
+    def storage(self, direction: str = "in") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The in- (or ``"out"``-) adjacency's arrays, for compiled readers (read-only): base
+        ``indptr`` (int64), columns (int32) and alive flags, the sorted delta keys
+        ``row << 32 | col`` (int64) and each row's count of delta arcs (int32, ≥ ``n_rows`` long)."""
+        a = self._in if direction == "in" else self._out
         a.ensure_rows(self.n_rows)
         return a.indptr, a.idx, a.alive, a.d_keys, a.d_deg
 

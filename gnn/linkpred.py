@@ -132,7 +132,7 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
     the lookups (millions of random reads, the cost on a CPU) run on ``device``.
     """
     if _cn_compiled is not None and torch.device(device).type == "cpu":
-        return _cn_compiled(*g.in_storage(), np.ascontiguousarray(a, np.int64), np.ascontiguousarray(b, np.int64),
+        return _cn_compiled(*g.storage(), np.ascontiguousarray(a, np.int64), np.ascontiguousarray(b, np.int64),
                             np.ascontiguousarray(deg, np.int32))
     m = len(a)
     cost = np.cumsum(np.minimum(deg[a], deg[b]))
@@ -174,7 +174,7 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
           "int64[::1], int64[::1], int32[::1])")
 def _cn_compiled(indptr: np.ndarray, idx: np.ndarray, alive: np.ndarray, d_keys: np.ndarray, d_deg: np.ndarray,
                  a: np.ndarray, b: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_common_neighbours` as one loop over the adjacency's storage (``in_storage``):
+    """:func:`_common_neighbours` as one loop over the adjacency's storage (``DynamicGraph.storage``):
     pairs grouped by their larger-degree node, whose neighbours are stamped once per group;
     each pair's smaller list is then read against the stamps (DARPA's ~600 serving pairs a
     batch: ~1.9 → ~0.3 ms). Sums run in the NumPy path's order, so the results are equal."""

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+import gnn.predict
 from gnn.graph import DynamicGraph
 from gnn.predict import LinkScorer
+
+# "compiled": numba's masking and selection after the matmul; "torch": the path without numba (and on CUDA)
+PATHS = pytest.mark.parametrize("path", ["torch", pytest.param("compiled", marks=pytest.mark.skipif(
+    gnn.predict._best_compiled is None, reason="numba is not installed, or LEPTON_NUMBA=0"))])
+
+
+@pytest.fixture
+def path_(path: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    if path == "torch":
+        monkeypatch.setattr(gnn.predict, "_best_compiled", None)
+    return path
 
 
 def _brute(h: np.ndarray, graph: DynamicGraph, q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -18,12 +31,18 @@ def _brute(h: np.ndarray, graph: DynamicGraph, q: int, k: int) -> tuple[np.ndarr
     return np.array(order), 1.0 / (1.0 + np.exp(-5.0 * sim[order]))
 
 
-def test_topk_equals_brute_force_centred_cosine_and_skips_self_null_and_neighbours() -> None:
+@PATHS
+@pytest.mark.parametrize("directed", [False, True])
+def test_topk_equals_brute_force_centred_cosine_and_skips_self_null_and_neighbours(path_: str,
+                                                                                  directed: bool) -> None:
     rng = np.random.default_rng(0)
-    g = DynamicGraph()
+    g = DynamicGraph(directed=directed, min_compact=500)  # the first add is the base, the later ones a delta
     ids = g.node_ids([f"n{i}" for i in range(300)], create=True)
     pairs = rng.integers(0, 300, (900, 2))
     g.add_edges(ids[pairs[:, 0]], ids[pairs[:, 1]])
+    g.remove_edges(ids[pairs[:40, 0]], ids[pairs[:40, 1]])
+    g.add_edges(ids[np.r_[5, 5, 17, 299, rng.integers(0, 300, 60)]], ids[rng.integers(0, 300, 64)])
+    assert g.delta_arcs and g._in.dead
     h = torch.from_numpy(rng.normal(0.3, 1.0, (g.n_rows, 16)).astype(np.float32))  # a shared offset to centre away
     h[0] = 0.0
     nodes = ids[[0, 5, 17, 299]]
@@ -35,7 +54,8 @@ def test_topk_equals_brute_force_centred_cosine_and_skips_self_null_and_neighbou
             assert np.abs(got.probs[row] - p).max() < 1e-5
 
 
-def test_topk_pads_when_fewer_candidates_than_k() -> None:
+@PATHS
+def test_topk_pads_when_fewer_candidates_than_k(path_: str) -> None:
     g = DynamicGraph()
     ids = g.node_ids(["a", "b", "c"], create=True)
     g.add_edges(ids[[0]], ids[[1]])
@@ -43,3 +63,4 @@ def test_topk_pads_when_fewer_candidates_than_k() -> None:
     got = LinkScorer().topk(h, g, ids[[0]], 5)
     assert got.partners.tolist() == [[int(ids[2]), -1, -1]]  # k capped at the 3 other rows; b is a neighbour
     assert got.probs[0, 1:].tolist() == [0.0, 0.0]
+    assert LinkScorer().topk(h, g, ids[[0]], 0).partners.shape == (1, 0)

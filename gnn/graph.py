@@ -271,14 +271,17 @@ class DynamicGraph:
         return self._out.degree(self.n_rows)
 
     def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All live arcs as (src, dst, weight); undirected graphs list each edge once (src <= dst)."""
-        full = self.in_csr()
-        dst = np.repeat(full.rows, np.diff(full.indptr))
-        src = full.indices
+        """All live arcs as (src, dst, weight), in no particular order; undirected graphs list each
+        edge once (src <= dst). A pure read: it does not compact (a snapshot's summary once did,
+        so the saving process went on with its arcs in another order than its snapshot held,
+        and a replay summed them in another order)."""
+        rows = np.arange(self.n_rows, dtype=np.int64)
+        local, src, w, _ = self._in.arcs(rows, self.n_rows)
+        dst = rows[local]
         if not self.directed:
             keep = src <= dst
-            return src[keep], dst[keep], full.weights[keep]
-        return src, dst, full.weights
+            return src[keep], dst[keep], w[keep]
+        return src, dst, w
 
     def copy(self) -> "DynamicGraph":
         """An independent deep copy (benchmarks start several engines from one graph)."""

@@ -40,7 +40,9 @@ def test_loaded_snapshot_continues_identically(tmp_path: Path) -> None:
     batches = _batches()
     p = Processor(CFG)
     _run(p, batches[:6])
+    delta = p.graph.delta_arcs
     path = save_snapshot(p, tmp_path, meta={"offsets": {"lepton.edges": {"0": 1500}}})
+    assert delta and p.graph.delta_arcs == delta  # saving (its summary) left the graph as it was: no compaction
     q, meta = load_snapshot(path)
     assert meta["offsets"] == {"lepton.edges": {"0": 1500}} and meta["summary"] == summary(p)
     assert _run(q, batches[6:]) == _run(p, batches[6:])  # predictions, alerts, priors, anomaly scores

@@ -21,8 +21,10 @@ Steps 1 + 2 give exactly :math:`W^{neigh}_l \\sum_{u \\in N_{new}(v)} c^{new}_{u
 so the caches equal a full recomputation (:meth:`GraphSAGE.full`) up to float rounding. The
 work is the arcs touched, not the rows touched: a hub that gains one neighbour costs O(1) at
 its own row, and O(degree) only when its activation changes at a layer whose output feeds
-another one. When a layer's scatter would touch more than ``full_fraction`` of all arcs,
-that layer's sums are recomputed with one SpMM instead (DGL or torch kernels).
+another one. When a layer's scatter would touch more than ``full_fraction`` of the work of a
+full pass (its arcs plus :data:`_ROW_ARCS` per row: the full pass also projects and re-outputs
+every row, and hands every row to the next layer), that layer's sums are recomputed with one
+SpMM instead (DGL or torch kernels).
 
 ``prune_eps`` (optional, inexact, the InkStream idea) skips step 2 for rows whose
 activation moved by at most ε (max-abs); the benchmark reports the error it causes.
@@ -44,6 +46,7 @@ from gnn.model import GraphSAGE
 __all__ = ["Engine", "UpdateStats"]
 
 _DIRECT_RATIO = 1.25  # at most this many arcs per reached row: scatter straight into the sums, no buffer
+_ROW_ARCS = 16  # a row costs a full pass about as much as this many scattered arcs (see README, session 13)
 _RESUM_FRACTION = 0.25  # more final rows rewritten than this share: the mean's sum is redone, not corrected
 
 
@@ -66,7 +69,7 @@ class Engine:
 
     def __init__(self, *, graph: DynamicGraph, features: NodeFeatures, model: GraphSAGE,
                  backend: Backend = "auto", device: str | torch.device = "cpu",
-                 full_fraction: float = 0.3, prune_eps: float | None = None) -> None:
+                 full_fraction: float = 0.15, prune_eps: float | None = None) -> None:
         self.graph = graph
         self.features = features
         self.device = torch.device(device)
@@ -200,7 +203,7 @@ class Engine:
         self.a[li].index_copy_(0, idx, layer.lin_self(h[idx]))
         n = self.graph.n_rows
         fanout = int(self.graph.out_degree()[rows].sum())  # arcs a scatter would touch
-        if fanout > self.full_fraction * max(self.graph.num_arcs, 1):
+        if fanout > self.full_fraction * (self.graph.num_arcs + _ROW_ARCS * n):
             p[:n] = self._full_sums(li, self.graph.in_csr(), h)[:n]
             return np.arange(1, n, dtype=np.int64), fanout, True
         pos, targets, weight = self.graph.out_arcs(rows)

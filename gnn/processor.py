@@ -58,7 +58,7 @@ class ProcessorConfig:
     aggregator: Literal["sum", "mean", "wmean"] = "mean"
     backend: Backend = "auto"
     device: str = "cpu"
-    full_fraction: float = 0.3  # a layer scattering more than this share of arcs: one SpMM instead
+    full_fraction: float = 0.15  # a layer's scatter beyond this share of a full pass's work: one SpMM instead
     prune_eps: float | None = None
     top_k: int = 10  # 0 = no predictions (scoring-only runs)
     candidates: int = 20  # nearest neighbours by embedding, and 2-hop nodes, per touched node

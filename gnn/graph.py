@@ -709,6 +709,20 @@ def lower_bound(a: np.ndarray, x: int, lo: int, hi: int) -> int:
     return lo
 
 
+@compiled("void(int64[::1], int32[::1], boolean[::1], int64[::1], int32[::1], int64, int32[::1], int64)")
+def mark_row(indptr: np.ndarray, idx: np.ndarray, alive: np.ndarray, d_keys: np.ndarray, d_deg: np.ndarray,
+             row: int, marks: np.ndarray, mark: int) -> None:
+    """Compiled: ``marks[v] = mark`` for every live arc (row, v) of a :meth:`DynamicGraph.storage`
+    (its base arcs, then its run of delta keys)."""
+    if row < len(indptr) - 1:
+        for q in range(indptr[row], indptr[row + 1]):
+            if alive[q]:
+                marks[idx[q]] = mark
+    first = lower_bound(d_keys, row << 32, 0, len(d_keys)) if d_deg[row] else 0
+    for q in range(first, first + d_deg[row]):
+        marks[d_keys[q] & 0xFFFFFFFF] = mark
+
+
 @compiled("Tuple((boolean[::1], float64[::1]))(int64[::1], int32[::1], float32[::1], boolean[::1], int64[::1], "
           "float32[::1], int64[::1], int64[::1])")
 def _lookup_compiled(indptr: np.ndarray, idx: np.ndarray, w: np.ndarray, alive: np.ndarray, d_keys: np.ndarray,

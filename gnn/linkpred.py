@@ -27,7 +27,7 @@ import torch
 from gnn.anomaly import NodeActivity
 from gnn.arrays import grown
 from gnn.decoder import LogisticDecoder, fit_decoder
-from gnn.graph import DynamicGraph, lower_bound
+from gnn.graph import DynamicGraph, lower_bound, mark_row
 from gnn.jit import compiled
 from gnn.pair_times import PairTimes
 
@@ -189,13 +189,7 @@ def _cn_compiled(indptr: np.ndarray, idx: np.ndarray, alive: np.ndarray, d_keys:
     for p in np.argsort(big, kind="mergesort"):
         if big[p] != prev:  # a new group: stamp its big node's neighbours
             group, prev = group + 1, big[p]
-            if prev < n_base:
-                for q in range(indptr[prev], indptr[prev + 1]):
-                    if alive[q]:
-                        stamp[idx[q]] = group
-            first = lower_bound(d_keys, prev << 32, 0, len(d_keys)) if d_deg[prev] else 0
-            for q in range(first, first + d_deg[prev]):
-                stamp[d_keys[q] & 0xFFFFFFFF] = group
+            mark_row(indptr, idx, alive, d_keys, d_deg, prev, stamp, group)
         u = small[p]
         if u < n_base:
             for q in range(indptr[u], indptr[u + 1]):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gnn.graph import DynamicGraph, lower_bound
+from gnn.graph import DynamicGraph, mark_row
 from gnn.jit import compiled
 
 __all__ = ["LinkScorer", "TopK"]
@@ -104,17 +104,10 @@ def _best_compiled(dots: np.ndarray, xm: np.ndarray, inv: np.ndarray, queries: n
     if k == 0:
         return best, val
     skip = np.zeros(n, np.int32)  # skip[v] == r + 1: v is left out for query r
-    n_base = len(indptr) - 1
     for r in range(q):
         u, mark = queries[r], r + 1
         skip[0] = skip[u] = mark
-        if u < n_base:
-            for j in range(indptr[u], indptr[u + 1]):
-                if alive[j]:
-                    skip[idx[j]] = mark
-        first = lower_bound(d_keys, u << 32, 0, len(d_keys)) if d_deg[u] else 0
-        for j in range(first, first + d_deg[u]):
-            skip[d_keys[j] & 0xFFFFFFFF] = mark
+        mark_row(indptr, idx, alive, d_keys, d_deg, u, skip, mark)
         held, floor, row, c = 0, np.float32(-np.inf), dots[r], xm[r]  # floor: the k-th best, once k are held
         for v in range(n):
             s = (row[v] - c) * inv[v]

@@ -185,6 +185,8 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
     for tp in parts:  # pin the positions now: predictions published from here on are this run's
         await consumer.position(tp)
     produced: list[tuple[str, int, float]] = []  # (tp, offset, produce time)
+    which: list[int] = []  # index in ``events`` of each produced record
+    answers: list[tuple[str, int, float]] = []  # every prediction: (node, trigger produce time ms, consumed at)
     seen: dict[str, tuple[float, dict, float]] = {}  # batch id -> (first consumed at, offsets, generated at)
     done = asyncio.Event()
     me = psutil.Process()  # the bench itself: producer, consumer, sampling (it shares the worker's cores)
@@ -200,6 +202,7 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
             for msgs in got.values():
                 for m in msgs:
                     p = open_record(ring, s.topic_predictions, m.key, m.value)
+                    answers.append((p["node"], p["trigger_produced_ms"], now))
                     if p["batch"] not in seen:
                         seen[p["batch"]] = (now, p["offsets"], p["generated_at"])
 
@@ -219,9 +222,10 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
     start = time.monotonic()
     sent = await _paced(producer, s.topic_edges, events, parts_of, rate, start, c.linger_ms / 1000.0)
     produce_s = time.monotonic() - start
-    for fut, tp, stamps in sent:
+    for fut, tp, stamps, js in sent:
         base = (await fut).offset
         produced += [(tp, base + j, t) for j, t in enumerate(stamps)]
+        which += js
     deadline = time.monotonic() + c.drain_timeout
     drained_at = None
     while time.monotonic() < deadline:
@@ -243,9 +247,11 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
     kept = lat[kept_mask] if produced else lat
     finite = kept[np.isfinite(kept)]
     last_seen = max((t for t, _, _ in seen.values()), default=time.time())
-    events = max(1.0, _delta(before, after, 'lepton_events_total{outcome="applied"}'))
+    applied = max(1.0, _delta(before, after, 'lepton_events_total{outcome="applied"}'))
     split = made[kept_mask] if produced else made
     split = split[np.isfinite(split)]
+    node_lat = _node_latencies([p[2] for p in produced], [events[j][1] for j in which], answers)
+    node_kept = node_lat[np.repeat(kept_mask, 2)] if produced else node_lat
     return {
         "offered_rate": rate, "events": len(produced), "produce_seconds": round(produce_s, 2),
         "producer_linger_ms": c.linger_ms, "producer_batches": len(sent),
@@ -254,6 +260,12 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
         # the same events up to their batch's first prediction record being generated in the worker
         # (its generated_at): the rest of the latency is sealing, the broker hop and the consumer
         "generated_p50_ms": _ms(split, 50), "generated_p99_ms": _ms(split, 99),
+        # per touched node: an event's src and dst, each until the first prediction *for that node*
+        # answering it (trigger at or after the event). A prediction budget defers nodes to later
+        # batches: the batch figures above do not see that wait, these do
+        "node_p50_ms": _ms(node_kept[np.isfinite(node_kept)], 50),
+        "node_p99_ms": _ms(node_kept[np.isfinite(node_kept)], 99),
+        "node_unanswered": int(np.sum(~np.isfinite(node_kept))),
         "unmatched_events": int(np.sum(~np.isfinite(lat))),
         "drain_seconds_after_producing": None if drained_at is None else round(drained_at - start - produce_s, 2),
         "cpu_percent": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),  # the worker and its fit process
@@ -262,8 +274,8 @@ async def _run_once(s: Settings, bootstrap: str, ring: KeyRing, worker: WorkerPr
         "batches": int(_delta(before, after, "lepton_batches_total")),
         "predictions": int(_delta(before, after, "lepton_predictions_total")),
         "predictions_waiting": after.get("lepton_predictions_waiting"),
-        "mean_batch": round(events / max(1.0, _delta(before, after, "lepton_batches_total")), 1),
-        "us_per_event": {st: round(1e6 * _delta(before, after, f'lepton_stage_seconds_total{{stage="{st}"}}') / events, 1)
+        "mean_batch": round(applied / max(1.0, _delta(before, after, "lepton_batches_total")), 1),
+        "us_per_event": {st: round(1e6 * _delta(before, after, f'lepton_stage_seconds_total{{stage="{st}"}}') / applied, 1)
                          for st in STAGES},
         "worker_mean_ms": {  # where an event's time goes inside the worker (means over batches)
             "receive_delay": _mean_ms(before, after, "lepton_receive_delay_seconds"),  # produced -> fetched (newest record)
@@ -309,7 +321,7 @@ def _partitions(events: list[tuple[bytes, bytes]], partitions: int) -> np.ndarra
 
 
 async def _paced(producer: Any, topic: str, events: list[tuple[bytes, bytes]], parts_of: np.ndarray, rate: float,
-                 start: float, linger: float) -> list[tuple[Any, str, list[float]]]:
+                 start: float, linger: float) -> list[tuple[Any, str, list[float], list[int]]]:
     """Send ``events`` at ``rate`` from ``start`` (monotonic): every ``linger`` seconds, the events
     due go out as one record batch per partition (``send_batch``), like a Kafka producer's
     ``linger.ms``. Each event is stamped with its *due* time, so any wait in the producer counts
@@ -318,8 +330,8 @@ async def _paced(producer: Any, topic: str, events: list[tuple[bytes, bytes]], p
     shares with the worker. Batches matter to the embedded broker: Tansu lists every stored
     record batch of a partition on each fetch, so 1-ms batches made its fetches slower and
     slower as a run went on (see README, "Operations").
-    Returns (ack future of the batch, "topic:partition", per-record produce times)."""
-    sent: list[tuple[Any, str, list[float]]] = []
+    Returns (ack future of the batch, "topic:partition", per-record produce times, event indices)."""
+    sent: list[tuple[Any, str, list[float], list[int]]] = []
     i, n = 0, len(events)
     wall0 = time.time() - (time.monotonic() - start)  # the wall clock at ``start``
     while i < n:
@@ -333,7 +345,7 @@ async def _paced(producer: Any, topic: str, events: list[tuple[bytes, bytes]], p
         for p, idx in groups.items():
             k = 0
             while k < len(idx):
-                batch, stamps = producer.create_batch(), []
+                batch, stamps, js = producer.create_batch(), [], []
                 while k < len(idx):
                     at = wall0 + idx[k] / rate  # event j is due j / rate after the start
                     key, value = events[idx[k]]
@@ -342,8 +354,9 @@ async def _paced(producer: Any, topic: str, events: list[tuple[bytes, bytes]], p
                             raise ValueError(f"an event of {len(value):,} bytes exceeds the producer's batch size")
                         break  # full: the rest go in the next batch
                     stamps.append(int(at * 1000) / 1000.0)
+                    js.append(idx[k])
                     k += 1
-                sent.append((await producer.send_batch(batch, topic, partition=p), f"{topic}:{p}", stamps))
+                sent.append((await producer.send_batch(batch, topic, partition=p), f"{topic}:{p}", stamps, js))
         i = due
         if linger > _TICK:
             await asyncio.sleep(linger)
@@ -374,6 +387,26 @@ def _latencies(produced: list[tuple[str, int, float]], seen: dict[str, tuple[flo
         j = np.searchsorted(r[:, 0], offs[mine], side="right") - 1
         ok = (j >= 0) & (offs[mine] < r[np.maximum(j, 0), 1])
         out[mine[ok]] = r[j[ok], 2] - ts[mine[ok]]
+    return out
+
+
+def _node_latencies(times: list[float], values: list[bytes], answers: list[tuple[str, int, float]]) -> np.ndarray:
+    """Per produced event (``times``, JSON ``values``), for its src then its dst: the first
+    consumption of a prediction for that node whose trigger is at or after the event, minus
+    its produce time (inf: none came). ``answers``: (node, trigger produce time ms, consumed at)."""
+    by_node: dict[str, list[tuple[int, float]]] = {}
+    for node, trigger, consumed in answers:
+        by_node.setdefault(node, []).append((trigger, consumed))
+    firsts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for node, rows in by_node.items():
+        a = np.array(sorted(rows))  # by trigger; then the earliest consumption among triggers >= t
+        firsts[node] = (a[:, 0], np.minimum.accumulate(a[::-1, 1])[::-1])
+    out = np.full(2 * len(times), np.inf)
+    for i, (t, value) in enumerate(zip(times, values)):
+        e = json.loads(value)
+        for side, node in enumerate((e.get("src"), e.get("dst"))):
+            if (f := firsts.get(str(node))) is not None and (k := np.searchsorted(f[0], int(t * 1000))) < len(f[0]):
+                out[2 * i + side] = f[1][k] - t
     return out
 
 

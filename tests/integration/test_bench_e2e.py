@@ -28,6 +28,8 @@ def test_bench_e2e_small_sweep(broker, tmp_path: Path) -> None:  # noqa: ANN001
         assert run["producer_linger_ms"] == 5.0 and 0 < run["producer_batches"] <= run["events"]
         assert 0 < run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"] <= run["max_ms"] < 10_000
         assert 0 < run["generated_p50_ms"] <= run["p50_ms"] and run["generated_p99_ms"] <= run["p99_ms"]
+        # no budget: every touched node is predicted in its own batch, so per node ~ per batch
+        assert run["node_unanswered"] == 0 and 0 < run["node_p50_ms"] <= run["node_p99_ms"] < 10_000
         assert 0 < run["bench_cpu_percent"] < 200
         gc = run["gc"]  # young collections happen in any 3-s run; a full one may or may not
         assert gc["pause_ms"] > 0 and gc["full_collections"] >= 0 and gc["longest_pause_ms"] > 0
@@ -86,7 +88,20 @@ def test_bench_e2e_worker_settings_reach_a_restored_worker(broker, tmp_path: Pat
     assert r.returncode == 0, r.stderr[-3000:]
     run = json.loads(out.read_text())["runs"][0]
     assert run["unmatched_events"] == 0 and run["predictions"] <= 16 * run["batches"]
+    assert run["node_unanswered"] > 0 or run["node_p99_ms"] > run["p99_ms"]  # a budget defers nodes past their batch
     assert run["predictions"] + run["predictions_waiting"] >= 1_000  # the rest wait their turn
+
+
+def test_node_latency_is_the_first_prediction_for_that_node_at_or_after_the_event() -> None:
+    from stream.bench_e2e import _node_latencies
+
+    times = [10.0, 10.5, 11.0]
+    values = [b'{"src":"a","dst":"b"}', b'{"src":1,"dst":"a"}', b'{"src":"a","dst":"c"}']
+    answers = [("a", 10_000, 10.2), ("b", 10_000, 10.3), ("a", 10_600, 10.9),  # "a" touched at 10.0, then 10.5
+               ("1", 10_500, 10.7), ("a", 10_400, 11.5)]  # a late, older answer does not undercut 10.9
+    got = _node_latencies(times, values, answers)
+    want = [0.2, 0.3, 0.2, 0.4, np.inf, np.inf]  # a@11.0 and c were never answered
+    assert np.allclose(got[:4], want[:4]) and np.isinf(got[4:]).all()
 
 
 def test_bench_events_go_to_the_partition_a_keyed_send_picks() -> None:
@@ -122,14 +137,17 @@ def test_bench_producer_lingers_and_stamps_each_event_with_its_due_time(broker, 
             start = time.monotonic()
             wall0 = time.time()
             sent = await _paced(producer, topic, events, _partitions(events, parts), rate, start, linger_ms / 1000.0)
-            await asyncio.gather(*(fut for fut, _, _ in sent))
+            await asyncio.gather(*(fut for fut, *_ in sent))
             return parts, wall0, sent
         finally:
             await producer.stop()
 
     parts, wall0, sent = asyncio.run(main())
-    stamps = np.sort(np.concatenate([s for _, _, s in sent]))
+    stamps = np.sort(np.concatenate([s for _, _, s, _ in sent]))
     assert len(stamps) == n
+    js = np.concatenate([j for *_, j in sent])
+    assert sorted(js.tolist()) == list(range(n))  # each record's event index, for per-node latencies
+    assert all(abs(t - (wall0 + j / rate)) < 0.005 for _, _, ts, jj in sent for t, j in zip(ts, jj))
     due = wall0 + np.arange(n) / rate
     assert np.abs(stamps - due).max() < 0.005  # the schedule, whatever the send times
     seconds = n / rate  # 0.8 s of sending

@@ -104,6 +104,17 @@ def test_node_latency_is_the_first_prediction_for_that_node_at_or_after_the_even
     assert np.allclose(got[:4], want[:4]) and np.isinf(got[4:]).all()
 
 
+def test_sweep_holds_a_rate_only_when_every_touched_node_is_answered_in_time() -> None:
+    from stream.bench_e2e import sweep
+
+    run = {"offered_rate": 5000.0, "p99_ms": 200.0, "node_p99_ms": 240.0, "node_unanswered": 0, "throughput": 4990.0}
+    slow = {"offered_rate": 1000.0, "p99_ms": 90.0, "node_p99_ms": 100.0, "node_unanswered": 0, "throughput": 999.0}
+    assert sweep([slow, run])["max_rate_held"] == 5000.0
+    assert sweep([slow, run | {"node_p99_ms": 1600.0}])["max_rate_held"] == 1000.0  # deferred by a budget
+    assert sweep([slow, run | {"node_unanswered": 3}])["max_rate_held"] == 1000.0
+    assert sweep([slow, run | {"throughput": 4000.0}])["max_rate_held"] == 1000.0
+
+
 def test_bench_events_go_to_the_partition_a_keyed_send_picks() -> None:
     from aiokafka.partitioner import DefaultPartitioner
 

@@ -65,19 +65,17 @@ class LinkScorer:
             q = nodes[i:i + self.chunk]
             x = torch.nn.functional.normalize(h[torch.from_numpy(q).to(h.device)] - m, dim=1)
             if _best_compiled is not None and h.device.type == "cpu" and h.dtype == torch.float32:
-                idx, val = _best_compiled((x @ h.T).numpy(), (x @ m.T).squeeze(1).numpy(), inv.numpy(),
-                                          np.ascontiguousarray(q, np.int64), kk, *graph.storage("out"))
-                parts.append(idx)
-                probs.append(np.where(idx >= 0, torch.sigmoid(self.temperature * torch.from_numpy(val)).numpy(),
-                                      np.float32(0.0)).astype(np.float32))
-                continue
-            sim = (x @ h.T).sub_(x @ m.T).mul_(inv)
-            sim[:, 0] = -torch.inf  # null node
-            sim[torch.arange(len(q)), torch.from_numpy(q)] = -torch.inf
-            nb = graph.out_neighbors_rows(q)
-            if nb[0].size:
-                sim[torch.from_numpy(nb[0]), torch.from_numpy(nb[1])] = -torch.inf
-            val, idx = torch.topk(sim, kk, dim=1) if kk else (sim[:, :0], sim[:, :0].long())
+                best, cos = _best_compiled((x @ h.T).numpy(), (x @ m.T).squeeze(1).numpy(), inv.numpy(),
+                                           np.ascontiguousarray(q, np.int64), kk, *graph.storage("out"))
+                val, idx = torch.from_numpy(cos), torch.from_numpy(best)
+            else:
+                sim = (x @ h.T).sub_(x @ m.T).mul_(inv)
+                sim[:, 0] = -torch.inf  # null node
+                sim[torch.arange(len(q)), torch.from_numpy(q)] = -torch.inf
+                nb = graph.out_neighbors_rows(q)
+                if nb[0].size:
+                    sim[torch.from_numpy(nb[0]), torch.from_numpy(nb[1])] = -torch.inf
+                val, idx = torch.topk(sim, kk, dim=1) if kk else (sim[:, :0], sim[:, :0].long())
             p = torch.sigmoid(self.temperature * val)
             idx = torch.where(torch.isinf(val), torch.full_like(idx, -1), idx)
             p = torch.where(torch.isinf(val), torch.zeros_like(p), p)

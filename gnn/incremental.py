@@ -75,7 +75,7 @@ class Engine:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.backend_choice = backend
-        self.backend = resolve_backend(backend, self.device)
+        self.backend = resolve_backend(backend, self.device, model.config.aggregator == "wmean")
         self.full_fraction = full_fraction
         self.prune_eps = prune_eps
         self.h: list[torch.Tensor] = []  # h[0] inputs, h[l] output of layer l (float32)
@@ -130,7 +130,7 @@ class Engine:
         """Move the model and every cache to ``device`` (a loaded snapshot may run elsewhere)."""
         self.device = torch.device(device)
         self.model = self.model.to(self.device)
-        self.backend = resolve_backend(self.backend_choice, self.device)
+        self.backend = resolve_backend(self.backend_choice, self.device, self.op == "wmean")
         self.h, self.a, self.p = ([t.to(self.device) for t in ts] for ts in (self.h, self.a, self.p))
         self.den = self.den.to(self.device)
         self.total = None

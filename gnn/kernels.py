@@ -15,7 +15,9 @@ Backends:
   kernel; ``wsum``/``wmean`` use ``u_mul_e`` with the weight expanded to the feature width,
   slice by slice, which keeps them on libxsmm too (see ``_dgl_weighted``).
 - ``torch``: ``torch.sparse_csr_tensor @ x`` with int32 indices; runs on CUDA.
-- ``auto``: DGL on CPU; torch on CUDA unless the installed DGL was built with CUDA.
+- ``auto``: DGL on CPU for ``sum``/``mean``, torch for the weighted ops (DGL's weighted CPU
+  SpMM cannot match torch: see ``_dgl_weighted``); torch on CUDA unless the installed DGL was
+  built with CUDA.
 
 ``scatter_sum(x, src, dst, n_out)`` is the same sum over an arbitrary arc list (no CSR):
 ``out[dst[i]] += w[i] * x[src[i]]``. The incremental engine pushes changed activations to
@@ -54,10 +56,10 @@ def aggregate(csr: CSR, x: torch.Tensor, op: Op = "mean", backend: Backend = "au
         raise KernelError(f"unknown aggregation {op!r}; use one of {_OPS}")
     if x.dim() != 2 or x.shape[0] < csr.n_cols:
         raise KernelError(f"x must be [>= {csr.n_cols}, d], got {tuple(x.shape)}")
-    name = resolve_backend(backend, x.device)
+    weighted = op in ("wsum", "wmean")
+    name = resolve_backend(backend, x.device, weighted)
     if csr.n_rows == 0:
         return x.new_zeros((0, x.shape[1]))
-    weighted = op in ("wsum", "wmean")
     out = (_dgl_spmm if name == "dgl" else _torch_spmm)(csr, x, weighted)
     if op in ("sum", "wsum"):
         return out
@@ -73,7 +75,7 @@ def scatter_sum(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, n_out: int, w
     if len(src) != len(dst) or (weight is not None and len(weight) != len(src)):
         raise KernelError(f"src, dst and weight must have one entry per arc, got {len(src)}, {len(dst)}, "
                           f"{None if weight is None else len(weight)}")
-    name = resolve_backend(backend, x.device)
+    name = resolve_backend(backend, x.device, weight is not None)
     if name == "dgl" and len(src) >= DGL_MIN_ARCS and max(x.shape[0], n_out) < 2**31:
         return _dgl_scatter(x, src, dst, n_out, weight)
     out = x.new_zeros((n_out, x.shape[1]))
@@ -106,8 +108,9 @@ def set_threads(n: int) -> int:
     return n
 
 
-def resolve_backend(backend: Backend, device: torch.device | str = "cpu") -> str:
-    """The concrete backend ``auto`` stands for on ``device``; validates explicit choices."""
+def resolve_backend(backend: Backend, device: torch.device | str = "cpu", weighted: bool = False) -> str:
+    """The concrete backend ``auto`` stands for on ``device`` for a weighted or unweighted sum;
+    validates explicit choices."""
     dev = torch.device(device)
     if backend == "torch":
         return "torch"
@@ -121,7 +124,7 @@ def resolve_backend(backend: Backend, device: torch.device | str = "cpu") -> str
         raise KernelError(f"unknown backend {backend!r}; use auto, dgl or torch")
     if dev.type == "cuda":
         return "dgl" if dgl_available() and _dgl_has_cuda() else "torch"
-    return "dgl" if dgl_available() else "torch"
+    return "dgl" if dgl_available() and not weighted else "torch"
 
 
 def dgl_available() -> bool:
@@ -182,7 +185,12 @@ def _dgl_weighted(dgl, csr: CSR, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN0
     """Weighted sum on DGL's fast CPU path: ``u_mul_e`` runs on libxsmm only when the edge
     feature has the node feature's shape (a ``[E, 1]`` weight broadcasts and takes the generic
     loop, 3-4x slower), so each slice of rows gets its weights expanded to ``[arcs, d]`` —
-    sliced to bound that copy — and explicit edge ids, which the libxsmm path requires."""
+    sliced to bound that copy — and explicit edge ids, which the libxsmm path requires.
+
+    Still slower than torch, which reads one weight per arc: on the 10M-edge graph (20M arcs,
+    64-d, session 14) the products alone took 0.43 s against 0.25 s for the unweighted
+    ``copy_lhs`` (they read ``[arcs, d]`` weights besides the features), the expansion 0.28 s,
+    torch's weighted SpMM 0.30 s. Hence ``auto`` uses torch for weighted sums on CPU."""
     d = x.shape[1]
     out = x.new_empty((csr.n_rows, d))
     step = max(1, _WEIGHT_BYTES // (4 * d))

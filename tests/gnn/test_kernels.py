@@ -87,8 +87,11 @@ def test_dgl_equals_torch_on_a_larger_graph() -> None:
         assert (a - b).abs().max().item() <= 1e-5
 
 
-def test_auto_picks_dgl_on_cpu_and_bad_names_fail() -> None:
+def test_auto_picks_dgl_on_cpu_for_unweighted_sums_and_bad_names_fail() -> None:
     assert resolve_backend("auto", "cpu") == ("dgl" if dgl_available() else "torch")
+    assert resolve_backend("auto", "cpu", weighted=True) == "torch"  # DGL's weighted CPU SpMM is the slower one
+    assert resolve_backend("dgl" if dgl_available() else "torch", "cpu", weighted=True) == (
+        "dgl" if dgl_available() else "torch")  # an explicit choice stands
     with pytest.raises(KernelError, match="unknown backend"):
         resolve_backend("cusparse", "cpu")  # type: ignore[arg-type]
     g = _random_graph(0)

@@ -32,7 +32,7 @@ import torch
 from gnn.errors import GraphError
 from gnn.jit import compiled
 
-__all__ = ["DynamicGraph", "CSR", "Applied", "ArcDelta", "normalise_key", "distinct"]
+__all__ = ["DynamicGraph", "CSR", "Applied", "ArcDelta", "normalise_key", "distinct", "pair_keys"]
 
 _COL_BITS = 32
 _COL_MASK = (1 << _COL_BITS) - 1
@@ -191,7 +191,7 @@ class DynamicGraph:
         if self.directed:
             self._out.remove(a_cols, a_rows)
         self._edges -= removed
-        uniq_pairs = len(np.unique(_pair_keys(src, dst, self.directed)))
+        uniq_pairs = len(np.unique(pair_keys(src, dst, self.directed)))
         return Applied(new_nodes=np.zeros(0, np.int64), rows_changed=distinct(a_rows, self.n_rows),
                        degree_changed=distinct(np.concatenate([src, dst]), self.n_rows), added=0, reweighted=0,
                        removed=removed, missing_removes=uniq_pairs - removed, arcs=arcs)
@@ -353,7 +353,8 @@ def distinct(ids: np.ndarray, n: int) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
-def _pair_keys(src: np.ndarray, dst: np.ndarray, directed: bool) -> np.ndarray:
+def pair_keys(src: np.ndarray, dst: np.ndarray, directed: bool) -> np.ndarray:
+    """One int64 key per edge ``(src, dst)`` of dense ids; undirected: the same for both orders."""
     if directed:
         return (src << _COL_BITS) | dst
     lo, hi = np.minimum(src, dst), np.maximum(src, dst)

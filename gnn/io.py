@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from gnn.errors import DatasetError
-from gnn.graph import DynamicGraph
+from gnn.graph import DynamicGraph, pair_keys
 
 __all__ = ["read_edges", "bulk_load", "Format"]
 
@@ -58,18 +58,52 @@ def read_edges(path: str | Path, fmt: Format = "auto", *, limit: int | None = No
 
 
 def bulk_load(graph: DynamicGraph, table: pd.DataFrame) -> int:
-    """Insert every ``add`` row of ``table`` into ``graph`` at once; returns the edges created."""
-    is_add = table["op"] == "add" if "op" in table else None
-    adds = table if is_add is None or is_add.all() else table[is_add]
-    both = pd.concat([adds["src"], adds["dst"]], ignore_index=True)
+    """Apply ``table``'s rows (columns src, dst, weight[, op]) to ``graph`` at once, ending in
+    the state that applying them one by one in row order gives; returns the edges created.
+
+    Adds of a pair sum their weights (as :meth:`DynamicGraph.add_edges` does); a ``remove``
+    deletes the pair's edge whatever its weight, so of a pair with removes only the adds after
+    its last remove are inserted, once its edge from before the load is removed."""
+    ops = table["op"].to_numpy() if "op" in table else None
+    removes = None if ops is None else ops == "remove"
+    if ops is not None and not (removes | (ops == "add")).all():
+        bad = sorted({str(o) for o in ops[~(removes | (ops == "add"))]})[:3]
+        raise DatasetError(f"op must be 'add' or 'remove', got {bad}")
+    both = pd.concat([table["src"], table["dst"]], ignore_index=True)
     codes, uniques = pd.factorize(both, sort=False)
     ids = graph.node_ids([str(u) for u in uniques], create=True)
-    dense = ids[codes]
-    n = len(adds)
-    return graph.add_edges(dense[:n], dense[n:], adds["weight"].to_numpy(np.float32)).added
+    n = len(table)
+    src, dst = ids[codes[:n]], ids[codes[n:]]
+    weight = table["weight"].to_numpy(np.float32)
+    if removes is None or not removes.any():
+        return graph.add_edges(src, dst, weight).added
+    keys = pair_keys(src, dst, graph.directed)
+    gone, last = _last_remove(keys, removes)
+    graph.remove_edges(src[removes][gone], dst[removes][gone])
+    after = ~removes & (np.arange(n) > last)  # adds after their pair's last remove (-1: none)
+    return graph.add_edges(src[after], dst[after], weight[after]).added
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+def _last_remove(keys: np.ndarray, removes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the remove rows: a mask keeping one row per pair; for every row: the index of its
+    pair's last remove row (-1 where the pair has none)."""
+    at = np.flatnonzero(removes)
+    rk = keys[at]
+    order = np.lexsort((at, rk))  # by pair, then row: a pair's last remove ends its run
+    rk, at = rk[order], at[order]
+    end = np.r_[rk[1:] != rk[:-1], True]
+    pairs, last_at = rk[end], at[end]
+    slot = np.searchsorted(pairs, keys)
+    slot[slot == len(pairs)] = 0
+    last = np.where(pairs[slot] == keys, last_at[slot], -1)
+    first = np.zeros(len(rk), np.bool_)
+    first[np.r_[True, rk[1:] != rk[:-1]]] = True
+    keep = np.zeros(len(at), np.bool_)
+    keep[order[first]] = True
+    return keep, last
+
+
 def _detect(p: Path) -> str:
     name = p.name.lower()
     if name.endswith((".parquet", ".pq")):

@@ -33,9 +33,12 @@ def evaluate_online(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
     p = Processor(config)
     if preload:
         head = table.iloc[:preload]
-        p.preload(head[["src", "dst"] + (["weight"] if "weight" in head else [])].astype({"src": str, "dst": str}))
+        p.preload(head.astype({"src": str, "dst": str}))  # with its weights and removes
     rest = table.iloc[preload:] if events is None else table.iloc[preload:preload + events]
-    stream = [EdgeEvent(a, b, float(t)) for a, b, t in zip(rest["src"].astype(str), rest["dst"].astype(str), rest["ts"])]
+    weight = rest["weight"].to_numpy(np.float64) if "weight" in rest else np.ones(len(rest))
+    op = rest["op"].to_numpy() if "op" in rest else np.full(len(rest), "add")
+    stream = [EdgeEvent(a, b, float(t), float(w), str(o)) for a, b, t, w, o in  # type: ignore[arg-type]
+              zip(rest["src"].astype(str), rest["dst"].astype(str), rest["ts"], weight, op)]
     pos: list[np.ndarray] = []
     neg: list[np.ndarray] = []
     fits, n = 0, (len(stream) + batch - 1) // batch

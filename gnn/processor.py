@@ -280,7 +280,8 @@ class Processor:
                                     "predict": t5 - t4, "anomaly": t6 - t5})
 
     def preload(self, table: "pd.DataFrame") -> int:
-        """Bulk-insert an initial graph (columns src, dst[, weight]) and embed it from scratch.
+        """Bulk-load an initial graph (columns src, dst[, weight][, op]: :func:`gnn.io.bulk_load`)
+        and embed it from scratch.
 
         For start-up and benchmarks: the edges are not scored, and pair recency starts empty.
         """

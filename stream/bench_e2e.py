@@ -162,7 +162,7 @@ def _preload(s: Settings, state_dir: Path, c: E2EConfig) -> tuple[int, np.ndarra
         table = read_edges(c.dataset)
         head, replay = table.iloc[: c.preload_edges], table.iloc[c.preload_edges:]
         if len(head):
-            proc.preload(head[["src", "dst", "weight"]].astype({"src": str, "dst": str}))
+            proc.preload(head.astype({"src": str, "dst": str}))  # with its weights and removes
     elif c.preload_edges:
         src, dst = powerlaw_edges(c.preload_nodes, c.preload_edges, seed=c.seed)
         proc.preload(pd.DataFrame({"src": src.astype(str), "dst": dst.astype(str)}))

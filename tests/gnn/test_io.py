@@ -118,3 +118,38 @@ def test_snap_header_is_told_from_string_ids(tmp_path: Path, text: str, rows: li
     p.write_text(text.replace(" ", sep))
     t = read_edges(p, "snap")
     assert list(zip(t["src"].astype(str), t["dst"].astype(str))) == rows
+
+
+@pytest.mark.parametrize("directed", [False, True])
+def test_bulk_load_with_removes_ends_where_applying_rows_in_order_does(directed: bool) -> None:
+    rng = np.random.default_rng(1)
+    n = 3000  # 30 nodes: pairs repeat, are removed and added again
+    table = pd.DataFrame({"src": rng.integers(0, 30, n), "dst": rng.integers(0, 30, n), "ts": np.arange(float(n)),
+                          "weight": rng.uniform(0.5, 2, n), "op": np.where(rng.random(n) < 0.2, "remove", "add")})
+    before = pd.DataFrame({"src": [0, 1, 2], "dst": [1, 2, 3], "weight": [5.0, 5.0, 5.0]})  # the graph already has these
+
+    def loaded(bulk: bool) -> dict[tuple[str, str], float]:
+        g = DynamicGraph(directed=directed)
+        bulk_load(g, before)
+        if bulk:
+            bulk_load(g, table)
+        else:
+            for s, d, w, op in zip(table["src"], table["dst"], table["weight"], table["op"]):
+                u, v = g.node_ids([str(s), str(d)], create=True)
+                if op == "add":
+                    g.add_edges(np.array([u]), np.array([v]), np.array([w]))
+                else:
+                    g.remove_edges(np.array([u]), np.array([v]))
+        rows, cols, w = g.edges()
+        pairs = zip(g.keys(rows), g.keys(cols))  # undirected: each edge once, in either order
+        return {(a, b) if directed else tuple(sorted((a, b))): round(float(x), 3) for (a, b), x in zip(pairs, w)}
+
+    one_by_one = loaded(bulk=False)
+    assert loaded(bulk=True) == one_by_one
+    assert 0 < len(one_by_one) < 30 * 30  # some pairs gone, some kept
+
+
+def test_bulk_load_refuses_unknown_ops() -> None:
+    table = pd.DataFrame({"src": [1, 2], "dst": [2, 3], "weight": [1.0, 1.0], "op": ["add", "upsert"]})
+    with pytest.raises(DatasetError, match="upsert"):
+        bulk_load(DynamicGraph(), table)

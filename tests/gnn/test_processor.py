@@ -241,3 +241,17 @@ def test_a_restored_processor_takes_new_serving_settings_and_keeps_its_model() -
     r = q.process([EdgeEvent(src=f"x{i}", dst=f"y{i}", ts=61.0) for i in range(40)], now=61.0)
     assert len(r.predictions) == 20 and all(len(a.partners) <= 5 for a in r.predictions)  # the budget: 0.5 x 40
     assert max(len(a.partners) for a in r.predictions) == 5
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(event, min_size=1, max_size=40))
+def test_preload_ends_with_the_graph_that_streaming_the_rows_gives(raw: list) -> None:
+    import pandas as pd  # noqa: PLC0415
+
+    evs = [e._replace(id=None) for e in _events(raw)]
+    table = pd.DataFrame({"src": [e.src for e in evs], "dst": [e.dst for e in evs], "ts": [e.ts for e in evs],
+                          "weight": 1.0, "op": [e.op for e in evs]})
+    loaded, streamed = Processor(CFG), Processor(CFG)
+    loaded.preload(table)
+    streamed.process(evs, now=0.0)
+    assert _edge_set(loaded) == _edge_set(streamed)

@@ -131,10 +131,11 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
     (often a hub), so the cost is the sum of the *smaller* degrees, not of both. The sort and
     the lookups (millions of random reads, the cost on a CPU) run on ``device``.
     """
-    if _cn_compiled is not None and torch.device(device).type == "cpu":
-        return _cn_compiled(*g.storage(), np.ascontiguousarray(a, np.int64), np.ascontiguousarray(b, np.int64),
-                            np.ascontiguousarray(deg, np.int32))
     m = len(a)
+    if _cn_compiled is not None and torch.device(device).type == "cpu":
+        cn, pair, nbr = _cn_compiled(*g.storage(), np.ascontiguousarray(a, np.int64), np.ascontiguousarray(b, np.int64),
+                                     np.ascontiguousarray(deg, np.int32))
+        return cn, _adamic_adar(pair, nbr, deg, m)
     cost = np.cumsum(np.minimum(deg[a], deg[b]))
     if m > 1 and cost[-1] > _CN_BUDGET:  # hub-hub pairs gather long lists: bound the memory per slice
         cut = np.unique(np.searchsorted(cost, np.arange(_CN_BUDGET, cost[-1], _CN_BUDGET)).clip(1, m - 1))
@@ -166,26 +167,40 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
             hit = np.zeros(len(query), np.bool_)
     pair, nbr = order[pair[hit]], nbr[hit]
     cn = np.bincount(pair, minlength=m).astype(np.float64)
-    aa = np.bincount(pair, weights=1.0 / np.log(np.maximum(deg[nbr], 2.0)), minlength=m)
-    return cn, aa
+    return cn, _adamic_adar(pair, nbr, deg, m)
 
 
-@compiled("Tuple((float64[::1], float64[::1]))(int64[::1], int32[::1], boolean[::1], int64[::1], int32[::1], "
-          "int64[::1], int64[::1], int32[::1])")
+def _adamic_adar(pair: np.ndarray, nbr: np.ndarray, deg: np.ndarray, m: int) -> np.ndarray:
+    """Per pair, the sum of 1 / log(degree) over its common neighbours ``nbr`` (listed with
+    their ``pair``), in the order listed. NumPy's own ``log`` for both paths: on CPUs with
+    AVX-512 its vectorised ``log`` differs from the C library's (numba's) in the last bit of
+    ~20 % of values (session 14), so the compiled path returns the pairs it found, not sums."""
+    return np.bincount(pair, weights=1.0 / np.log(np.maximum(deg[nbr], 2.0)), minlength=m)
+
+
+@compiled("Tuple((float64[::1], int64[::1], int64[::1]))(int64[::1], int32[::1], boolean[::1], int64[::1], "
+          "int32[::1], int64[::1], int64[::1], int32[::1])")
 def _cn_compiled(indptr: np.ndarray, idx: np.ndarray, alive: np.ndarray, d_keys: np.ndarray, d_deg: np.ndarray,
-                 a: np.ndarray, b: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_common_neighbours` as one loop over the adjacency's storage (``DynamicGraph.storage``):
-    pairs grouped by their larger-degree node, whose neighbours are stamped once per group;
-    each pair's smaller list is then read against the stamps (DARPA's ~600 serving pairs a
-    batch: ~1.9 → ~0.3 ms). Sums run in the NumPy path's order, so the results are equal."""
+                 a: np.ndarray, b: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_common_neighbours`' intersections as one loop over the adjacency's storage
+    (``DynamicGraph.storage``): pairs grouped by their larger-degree node, whose neighbours are
+    stamped once per group; each pair's smaller list is then read against the stamps (DARPA's
+    ~600 serving pairs a batch: ~1.9 → ~0.3 ms). Returns the common-neighbour counts and every
+    (pair, common neighbour) found, in the NumPy path's order, so the Adamic-Adar sums equal."""
     m = len(a)
     small, big = a.copy(), b.copy()
     for i in range(m):
         if deg[a[i]] > deg[b[i]]:
             small[i], big[i] = b[i], a[i]
+    n_base = len(indptr) - 1
+    cap = 0  # every arc of the smaller lists: a bound on the common neighbours found
+    for i in range(m):
+        u = small[i]
+        cap += (indptr[u + 1] - indptr[u] if u < n_base else 0) + d_deg[u]
+    pair, nbr = np.empty(cap, np.int64), np.empty(cap, np.int64)
     stamp = np.zeros(len(deg), np.int32)
-    cn, aa = np.zeros(m), np.zeros(m)
-    n_base, group, prev = len(indptr) - 1, 0, -1
+    cn = np.zeros(m)
+    group, prev, k = 0, -1, 0
     for p in np.argsort(big, kind="mergesort"):
         if big[p] != prev:  # a new group: stamp its big node's neighbours
             group, prev = group + 1, big[p]
@@ -195,14 +210,16 @@ def _cn_compiled(indptr: np.ndarray, idx: np.ndarray, alive: np.ndarray, d_keys:
             for q in range(indptr[u], indptr[u + 1]):
                 if alive[q] and stamp[idx[q]] == group:
                     cn[p] += 1.0
-                    aa[p] += 1.0 / np.log(max(deg[idx[q]], 2.0))
+                    pair[k], nbr[k] = p, idx[q]
+                    k += 1
         first = lower_bound(d_keys, u << 32, 0, len(d_keys)) if d_deg[u] else 0
         for q in range(first, first + d_deg[u]):
             v = d_keys[q] & 0xFFFFFFFF
             if stamp[v] == group:
                 cn[p] += 1.0
-                aa[p] += 1.0 / np.log(max(deg[v], 2.0))
-    return cn, aa
+                pair[k], nbr[k] = p, v
+                k += 1
+    return cn, pair[:k], nbr[:k]
 
 
 _REVERSED = [PairFeatures.NAMES.index(n[:-2] + {"_u": "_v", "_v": "_u"}.get(n[-2:], n[-2:]))

@@ -58,8 +58,9 @@ def read_edges(path: str | Path, fmt: Format = "auto", *, limit: int | None = No
 
 
 def bulk_load(graph: DynamicGraph, table: pd.DataFrame) -> int:
-    """Apply ``table``'s rows (columns src, dst, weight[, op]) to ``graph`` at once, ending in
-    the state that applying them one by one in row order gives; returns the edges created.
+    """Apply ``table``'s rows (columns src, dst, weight[, op]) to ``graph`` at once, ending with
+    the edges that applying them one by one in row order gives (every row's nodes are created);
+    returns the edges created.
 
     Adds of a pair sum their weights (as :meth:`DynamicGraph.add_edges` does); a ``remove``
     deletes the pair's edge whatever its weight, so of a pair with removes only the adds after
@@ -77,31 +78,21 @@ def bulk_load(graph: DynamicGraph, table: pd.DataFrame) -> int:
     weight = table["weight"].to_numpy(np.float32)
     if removes is None or not removes.any():
         return graph.add_edges(src, dst, weight).added
-    keys = pair_keys(src, dst, graph.directed)
-    gone, last = _last_remove(keys, removes)
-    graph.remove_edges(src[removes][gone], dst[removes][gone])
+    last_at, last = _last_removes(pair_keys(src, dst, graph.directed), removes)
+    graph.remove_edges(src[last_at], dst[last_at])
     after = ~removes & (np.arange(n) > last)  # adds after their pair's last remove (-1: none)
     return graph.add_edges(src[after], dst[after], weight[after]).added
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _last_remove(keys: np.ndarray, removes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For the remove rows: a mask keeping one row per pair; for every row: the index of its
-    pair's last remove row (-1 where the pair has none)."""
-    at = np.flatnonzero(removes)
-    rk = keys[at]
-    order = np.lexsort((at, rk))  # by pair, then row: a pair's last remove ends its run
-    rk, at = rk[order], at[order]
-    end = np.r_[rk[1:] != rk[:-1], True]
-    pairs, last_at = rk[end], at[end]
-    slot = np.searchsorted(pairs, keys)
-    slot[slot == len(pairs)] = 0
-    last = np.where(pairs[slot] == keys, last_at[slot], -1)
-    first = np.zeros(len(rk), np.bool_)
-    first[np.r_[True, rk[1:] != rk[:-1]]] = True
-    keep = np.zeros(len(at), np.bool_)
-    keep[order[first]] = True
-    return keep, last
+def _last_removes(keys: np.ndarray, removes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The row of each pair's last remove (one per pair), and for every row that of its pair
+    (-1 where the pair has none)."""
+    at = np.flatnonzero(removes)[::-1]
+    pairs, first = np.unique(keys[at], return_index=True)  # a pair's first row, reversed: its last remove
+    last_at = at[first]
+    slot = np.searchsorted(pairs, keys).clip(max=len(pairs) - 1)
+    return last_at, np.where(pairs[slot] == keys, last_at[slot], -1)
 
 
 def _detect(p: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -246,8 +247,6 @@ def test_a_restored_processor_takes_new_serving_settings_and_keeps_its_model() -
 @settings(max_examples=40, deadline=None)
 @given(st.lists(event, min_size=1, max_size=40))
 def test_preload_ends_with_the_graph_that_streaming_the_rows_gives(raw: list) -> None:
-    import pandas as pd  # noqa: PLC0415
-
     evs = [e._replace(id=None) for e in _events(raw)]
     table = pd.DataFrame({"src": [e.src for e in evs], "dst": [e.dst for e in evs], "ts": [e.ts for e in evs],
                           "weight": 1.0, "op": [e.op for e in evs]})

@@ -173,3 +173,20 @@ def test_refit_from_the_previous_decoder_reaches_the_same_optimum_in_fewer_steps
     assert abs(warm.b - cold.b) < 1e-9
     np.testing.assert_allclose(warm.predict(x), cold.predict(x), atol=1e-9)
     assert warm.steps < cold.steps, (warm.steps, cold.steps)
+
+
+def test_fits_converge_where_classes_nearly_separate_and_from_a_bad_start() -> None:
+    rng = np.random.default_rng(3)
+    n = 50_000  # DARPA-like: a positive is almost always a pair seen before, a negative almost never
+    y = (rng.random(n) < 0.5).astype(np.float64)
+    seen = np.where(rng.random(n) < 0.999, y, 1 - y)
+    x = np.c_[seen, rng.normal(size=(n, 3)), y * rng.exponential(3.0, n)]
+    cold = LogisticDecoder().fit(x, y)
+    assert cold.steps < 25 and np.isfinite(cold.b) and np.abs(cold.w).max() < 50
+    acc = ((cold.predict(x) > 0.5) == y).mean()
+    assert acc > 0.99
+    bad = LogisticDecoder().fit(x[:1000], y[:1000])
+    bad.w, bad.b = rng.normal(size=x.shape[1]) * 1e6, 1e12  # a diverged decoder to refit from
+    warm = LogisticDecoder().fit(x, y, start=bad)
+    np.testing.assert_allclose(warm.w, cold.w, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(warm.predict(x), cold.predict(x), atol=1e-8)

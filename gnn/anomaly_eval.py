@@ -87,16 +87,20 @@ def spectral_clusters(src: np.ndarray, dst: np.ndarray, n: int, k: int, *, seed:
     return _kmeans(x, k, seed=seed, iters=iters)
 
 
-def score_stream(processor: object, table: pd.DataFrame, *, batch: int,
+def score_stream(processor: object, table: pd.DataFrame, *, batch: int, refit: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray | float]:
     """Feed ``table`` through ``processor`` in batches; the per-edge anomaly score and components
-    (each edge scored before its insertion), plus edges/s."""
+    (each edge scored before its insertion), plus edges/s. ``refit``: the link decoder (the
+    *surprise* component's prior) keeps training on the stream on the worker's schedule, as in
+    the service; otherwise it stays as it is."""
     src, dst, ts = table["src"].to_numpy(), table["dst"].to_numpy(), table["ts"].to_numpy(np.float64)
     scores, comps = [], {name: [] for name in DEFAULT_WEIGHTS}
     t0 = time.perf_counter()
     for lo in range(0, len(table), batch):
         hi = min(lo + batch, len(table))
         events = [EdgeEvent(src=str(src[i]), dst=str(dst[i]), ts=float(ts[i])) for i in range(lo, hi)]
+        if refit:
+            processor.refit_in_line()  # type: ignore[attr-defined]
         r = processor.process(events, now=float(ts[hi - 1]))  # type: ignore[attr-defined]
         scores.append(r.anomaly.score)
         for k in comps:

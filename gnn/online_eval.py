@@ -43,12 +43,7 @@ def evaluate_online(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
     neg: list[np.ndarray] = []
     fits, n = 0, (len(stream) + batch - 1) // batch
     for k, lo in enumerate(range(0, len(stream), batch)):
-        if not p.staged or p.install_due():  # the worker's _swap_model, with fits that are done at once
-            p.install_staged()
-            job = p.training_job()
-            if job is not None:
-                p.stage(job())
-                fits += 1
+        fits += p.refit_in_line()  # the worker's _swap_model, with fits that are done at once
         part = stream[lo:lo + batch]
         decoder = p.link.decoder  # the one this batch is scored with
         result = p.process(part, now=part[-1].ts)

@@ -219,6 +219,19 @@ class Processor:
         decoder, self._staged = self._staged, None
         return None if decoder is None else self.install(decoder)
 
+    def refit_in_line(self) -> bool:
+        """The worker's model schedule with every fit done at once (evaluations, which have no fit
+        process): install the staged fit when due, then stage the next one if one is due.
+        Returns whether a fit ran."""
+        if self.staged and not self.install_due():
+            return False
+        self.install_staged()
+        job = self.training_job()
+        if job is None:
+            return False
+        self.stage(job())
+        return True
+
     def install(self, decoder: LogisticDecoder) -> str:
         """Hot-swap a fitted decoder between batches. Embeddings do not depend on the decoder,
         so the engine's caches stay valid; returns the new model version."""

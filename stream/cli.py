@@ -415,8 +415,8 @@ def eval_anomaly(dataset: Path = typer.Option(..., help="edge file; with a `labe
                 console.print("[red]no `label` column: pass --inject RATE for the injection protocol[/]")
                 raise typer.Exit(2)
             test = table
-        res = score_midas(test, tick=tick) if detector == "midas" else score_stream(p, test, batch=snapshot,
-                                                                                     progress=prog)
+        res = score_midas(test, tick=tick) if detector == "midas" else score_stream(
+            p, test, batch=snapshot, refit=inject is None, progress=prog)  # a labelled stream: as the service runs
     y = (test["label"].to_numpy() != 0).astype(int)
     comps = {k: auc_ap(y, res[k]) for k in p.detector.weights if k in res}
     out = {"dataset": str(dataset), "protocol": "taddy-injection" if inject is not None else "labelled",

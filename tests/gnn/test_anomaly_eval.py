@@ -38,6 +38,18 @@ def test_injection_protocol_on_a_synthetic_stream() -> None:
     assert len(res["score"]) == len(test) and res["edges_per_s"] > 0
 
 
+def test_a_labelled_stream_keeps_training_the_decoder_as_the_service_does() -> None:
+    rng = np.random.default_rng(1)
+    pairs = rng.integers(0, 200, (6000, 2))
+    table = pd.DataFrame({"src": pairs[:, 0], "dst": pairs[:, 1], "ts": np.arange(6000.0)})
+    cfg = ProcessorConfig(top_k=0, hidden=8, out=8, refit_every=1000)
+    fixed, online = Processor(cfg), Processor(cfg)
+    score_stream(fixed, table, batch=500)
+    score_stream(online, table, batch=500, refit=True)
+    assert fixed.model_version.endswith("/untrained")
+    assert int(online.model_version.rsplit("lr-", 1)[1]) >= 4  # refits every 1,000 training edges
+
+
 @pytest.mark.skipif(not (SHARED / "uci" / "CollegeMsg.txt").exists(), reason="shared datasets not present")
 def test_uci_split_matches_the_published_preprocessing() -> None:
     from gnn.io import read_edges

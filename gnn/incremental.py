@@ -75,7 +75,7 @@ class Engine:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.backend_choice = backend
-        self.backend = resolve_backend(backend, self.device, model.config.aggregator == "wmean")
+        self.backend = resolve_backend(backend, self.device, self.op == "wmean")
         self.full_fraction = full_fraction
         self.prune_eps = prune_eps
         self.h: list[torch.Tensor] = []  # h[0] inputs, h[l] output of layer l (float32)

@@ -67,8 +67,8 @@ def bulk_load(graph: DynamicGraph, table: pd.DataFrame) -> int:
     its last remove are inserted, once its edge from before the load is removed."""
     ops = table["op"].to_numpy() if "op" in table else None
     removes = None if ops is None else ops == "remove"
-    if ops is not None and not (removes | (ops == "add")).all():
-        bad = sorted({str(o) for o in ops[~(removes | (ops == "add"))]})[:3]
+    if ops is not None and not (known := removes | (ops == "add")).all():
+        bad = sorted({str(o) for o in ops[~known]})[:3]
         raise DatasetError(f"op must be 'add' or 'remove', got {bad}")
     both = pd.concat([table["src"], table["dst"]], ignore_index=True)
     codes, uniques = pd.factorize(both, sort=False)

@@ -32,6 +32,7 @@ import psutil
 
 from security.keys import KeyRing
 from stream.demo import WorkerProcess
+from stream.gc_pauses import freeze_alive
 from stream.kafka import aiokafka_config, ensure_topics
 from stream.producer import edge_key, table_events
 from stream.settings import Settings
@@ -96,8 +97,7 @@ def run_e2e(settings: Settings, bootstrap: str, state_dir: Path, config: E2EConf
             # events, the replay table and torch's module graph alive, one full collection here
             # paused producer and consumer alike for ~270 ms (5.3 s into a DARPA run at 5,000/s),
             # which set the per-second p99. Frozen, a full collection walks only the run's own objects.
-            gc.collect()
-            gc.freeze()
+            freeze_alive()
             run = asyncio.run(_run_once(s, bootstrap, ring, worker, psutil.Process(worker.proc.pid), rate, config,
                                         todo))
         finally:

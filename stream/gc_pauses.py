@@ -21,7 +21,7 @@ import gc
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["GcPauses"]
+__all__ = ["GcPauses", "freeze_alive"]
 
 
 @dataclass
@@ -51,9 +51,7 @@ class GcPauses:
 
     def freeze(self) -> int:
         """Collect once, then freeze everything still alive; returns how many objects that is."""
-        gc.collect()
-        gc.freeze()
-        self.frozen = gc.get_freeze_count()
+        self.frozen = freeze_alive()
         return self.frozen
 
     def _hook(self, phase: str, info: dict) -> None:
@@ -64,3 +62,11 @@ class GcPauses:
         self.count[gen] += 1
         self.seconds[gen] += secs
         self.longest[gen] = max(self.longest[gen], secs)
+
+
+def freeze_alive() -> int:
+    """Collect once, then move everything still alive out of the collector's walks
+    (``gc.freeze``); returns the frozen count. ``gc.unfreeze()`` undoes it."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

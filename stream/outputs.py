@@ -50,8 +50,8 @@ def deadletter_record(*, reason: str, detail: str, topic: str, partition: int, o
 
 
 def _dumps(obj: dict) -> bytes:
-    """Compact UTF-8 JSON, encoded in C (msgspec): a prediction record with ten partners ~13.6 →
-    ~3 µs, the larger part of sealing one (session 14). The same text as the stdlib's
+    """Compact UTF-8 JSON, encoded in C (msgspec): a prediction record with ten partners 13.6 →
+    3.5 µs, the larger part of sealing one (session 14). The same text as the stdlib's
     ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` except exponents (``1e-7``,
     not ``1e-07``); a NaN becomes ``null`` rather than the stdlib's invalid ``NaN``."""
     return _ENCODE(obj)

@@ -99,7 +99,7 @@ class Engine:
         running sum that each update corrects by the rows it rewrites: O(rows changed), not
         O(N·d) per call (~18 ms per call at 1M nodes on 2 cores)."""
         if self.total is None:
-            self.total = self.h[-1][1:self.graph.n_rows].double().sum(0)
+            self.total = _column_sum(self.h[-1][1:self.graph.n_rows])
         return (self.total / max(self.graph.n_rows - 1, 1)).float()[None]
 
     @property
@@ -171,8 +171,7 @@ class Engine:
                 if len(rows) > _RESUM_FRACTION * n:  # summing afresh (on the next call) is cheaper
                     self.total = None
                 else:
-                    old = self.h[-1].index_select(0, idx).sum(0, dtype=torch.float64)
-                    self.total += vals.sum(0, dtype=torch.float64) - old
+                    self.total += _column_sum(vals) - _column_sum(self.h[-1].index_select(0, idx))
             self.h[-1].index_copy_(0, idx, vals)
         stats.moved = rows
         return stats
@@ -245,7 +244,7 @@ class Engine:
             stats.rows_per_layer.append(len(rows))
             stats.arcs_per_layer.append(0)
         if self.total is not None:  # new rows were zeros: their values are all the sum gains
-            self.total += vals.sum(0, dtype=torch.float64)
+            self.total += _column_sum(vals)
         self.h[-1].index_copy_(0, idx, vals)
         return stats
 
@@ -295,6 +294,14 @@ class Engine:
 def _project(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``W_neigh x`` in float64: the long-lived sums take exact increments."""
     return x.double() @ layer.lin_neigh.weight.double().T
+
+
+def _column_sum(x: torch.Tensor) -> torch.Tensor:
+    """Float64 sum over the rows of ``x``. NumPy's on a CPU: torch's reduction across rows
+    runs ~2.5x slower (100k x 64: 13.6 vs 5.5 ms)."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(x.numpy().sum(0, dtype=np.float64))
+    return x.sum(0, dtype=torch.float64)
 
 
 def _union(parts: list[np.ndarray], n: int) -> np.ndarray:

@@ -5,17 +5,22 @@ dozen whole-array passes, each a Python call, so a serving batch of a few hundre
 more in call overhead than in work. :func:`compiled` compiles such a loop (nopython, releasing
 the GIL, cached on disk beside the module); the caller keeps its NumPy path for when numba is
 missing (a bare CUDA machine, say) or ``LEPTON_NUMBA=0``, and the tests hold the two equal.
+Compiled loops release the GIL, so :func:`in_threads` can run one over slices of its rows on
+the cores that torch's own operations use.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from typing import TypeVar
 
-__all__ = ["ENABLED", "compiled"]
+__all__ = ["ENABLED", "compiled", "in_threads"]
 
 F = TypeVar("F", bound=Callable)
+T = TypeVar("T")
 
 
 def _enabled() -> bool:
@@ -29,6 +34,7 @@ def _enabled() -> bool:
 
 
 ENABLED = _enabled()
+_POOL: list[ThreadPoolExecutor] = []  # one pool per process, made on first use
 
 
 def compiled(*signatures: str) -> Callable[[F], F | None]:
@@ -48,3 +54,16 @@ def compiled(*signatures: str) -> Callable[[F], F | None]:
             return njit(list(signatures), nogil=True)(fn)
 
     return wrap
+
+
+def in_threads(fn: Callable[[int, int], T], n: int, parts: int) -> list[T]:
+    """``fn(lo, hi)`` over ``parts`` contiguous slices of ``range(n)``, the first in this thread and
+    the others on a shared pool; results in slice order. For compiled loops (they release the
+    GIL); with ``parts <= 1`` or ``n < parts`` it is one plain call."""
+    if parts <= 1 or n < parts:
+        return [fn(0, n)]
+    if not _POOL or _POOL[0]._max_workers < parts - 1:
+        _POOL[:] = [ThreadPoolExecutor(parts - 1, thread_name_prefix="lepton-jit")]
+    cuts = [n * i // parts for i in range(parts + 1)]
+    later = [_POOL[0].submit(fn, lo, hi) for lo, hi in pairwise(cuts[1:])]
+    return [fn(cuts[0], cuts[1])] + [f.result() for f in later]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import gnn.ann
 from gnn.ann import IVFIndex
 from gnn.ann_bench import _recall, exact_topk
 
@@ -56,3 +57,24 @@ def test_small_tables_pad_with_minus_one() -> None:
     assert set(got[0, :2].tolist()) == {2, 3} and set(got[1, :2].tolist()) == {1, 3}
     with pytest.raises(RuntimeError):
         IVFIndex().search(h, np.array([1]), 2, 4)
+
+
+@pytest.mark.skipif(gnn.ann._select_compiled is None, reason="numba is not installed, or LEPTON_NUMBA=0")
+@pytest.mark.parametrize("threaded", [False, True])
+def test_compiled_selection_equals_the_torch_path(monkeypatch: pytest.MonkeyPatch, threaded: bool) -> None:
+    h = _clustered(4000, seed=3)
+    index = IVFIndex(nprobe=6, seed=2, tail_fraction=0.5)
+    index.refresh(h, 3900)
+    grown = torch.cat([h[:3900], h[3900:] + 0.01])  # 100 new rows wait in the tail: scanned by every query
+    index.refresh(grown, 4000)
+    q = np.r_[np.arange(1, 4000, 13), 3950]
+    monkeypatch.setattr(gnn.ann, "_THREADED_FLOATS", 0 if threaded else 1 << 40)
+    got = index.search(grown, q, 12, 4000)
+    monkeypatch.setattr(gnn.ann, "_select_compiled", None)
+    want = index.search(grown, q, 12, 4000)
+    assert got.shape == want.shape == (len(q), 12) and (got > 0).all()
+    assert [set(r) for r in got.tolist()] == [set(r) for r in want.tolist()]
+    unit = torch.nn.functional.normalize(grown - index._mean, dim=1)
+    sim = (unit[torch.from_numpy(q)][:, None, :] * unit[torch.from_numpy(got)]).sum(-1)
+    assert (sim[:, 1:] <= sim[:, :-1] + 1e-6).all()  # best first
+    assert (got >= 3900).any()  # the tail took part

@@ -28,7 +28,7 @@ from gnn.anomaly import NodeActivity
 from gnn.arrays import grown
 from gnn.decoder import LogisticDecoder, fit_decoder
 from gnn.graph import DynamicGraph, lower_bound, mark_row
-from gnn.jit import compiled
+from gnn.jit import compiled, in_threads
 from gnn.pair_times import PairTimes
 
 __all__ = ["PairFeatures", "LogisticDecoder", "LinkModel"]
@@ -94,10 +94,7 @@ class PairFeatures:
         f[:, 8] = f[:, 0] * rec
         (f[:, 9], f[:, 11]), (f[:, 10], f[:, 12]) = self._age(a, t), self._age(b, t)
         f[:, 13], f[:, 14] = np.log1p(self.activity.level(a)), np.log1p(self.activity.level(b))
-        # centred cosine; only the gathered rows are normalised
-        ha = torch.nn.functional.normalize(emb[torch.from_numpy(a).to(emb.device)] - mean, dim=1)
-        hb = torch.nn.functional.normalize(emb[torch.from_numpy(b).to(emb.device)] - mean, dim=1)
-        f[:, 7] = (ha * hb).sum(1).cpu().numpy()
+        f[:, 7] = _centred_cos(emb, a, b, mean)
         out[known] = f
         return out
 
@@ -118,6 +115,42 @@ class PairFeatures:
         return np.where(new, 0.0, np.log1p(np.maximum(t - np.nan_to_num(last), 0.0))), new.astype(np.float64)
 
 
+def _centred_cos(emb: torch.Tensor, a: np.ndarray, b: np.ndarray, mean: torch.Tensor) -> np.ndarray:
+    """Per pair, the cosine of ``emb[a] - mean`` and ``emb[b] - mean``. On a CPU a compiled loop
+    reads each pair's two rows once, split over torch's threads (65k serving pairs over 100k
+    nodes: ~17 → ~3 ms); torch gathers and normalises both sides otherwise."""
+    if _cos_compiled is not None and emb.device.type == "cpu" and emb.dtype == torch.float32 and emb.shape[1] % 2 == 0:
+        h, m = emb.contiguous().numpy(), mean.reshape(-1).float().contiguous().numpy()
+        parts = torch.get_num_threads() if len(a) >= _THREADED_PAIRS else 1
+        return np.concatenate(in_threads(lambda lo, hi: _cos_compiled(h, a[lo:hi], b[lo:hi], m), len(a), parts))
+    ha = torch.nn.functional.normalize(emb[torch.from_numpy(a).to(emb.device)] - mean, dim=1)
+    hb = torch.nn.functional.normalize(emb[torch.from_numpy(b).to(emb.device)] - mean, dim=1)
+    return (ha * hb).sum(1).cpu().numpy()
+
+
+@compiled("float64[::1](float32[:, ::1], int64[::1], int64[::1], float32[::1])")
+def _cos_compiled(h: np.ndarray, a: np.ndarray, b: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """:func:`_centred_cos`' loop: float32 differences from the mean, float64 sums (two
+    interleaved partial sums each: one chain waits on its adds), each norm floored at 1e-12 (as
+    torch's ``normalize``). Needs an even width."""
+    out = np.empty(len(a))
+    for i in range(len(a)):
+        x, y = h[a[i]], h[b[i]]
+        xy0 = xy1 = xx0 = xx1 = yy0 = yy1 = 0.0
+        for j in range(0, len(mean), 2):
+            p0, q0 = np.float64(x[j] - mean[j]), np.float64(y[j] - mean[j])
+            p1, q1 = np.float64(x[j + 1] - mean[j + 1]), np.float64(y[j + 1] - mean[j + 1])
+            xy0 += p0 * q0
+            xy1 += p1 * q1
+            xx0 += p0 * p0
+            xx1 += p1 * p1
+            yy0 += q0 * q0
+            yy1 += q1 * q1
+        out[i] = (xy0 + xy1) / (max(np.sqrt(xx0 + xx1), 1e-12) * max(np.sqrt(yy0 + yy1), 1e-12))
+    return out
+
+
+_THREADED_PAIRS = 16_384  # pairs from which the compiled cosine is split over torch's threads
 _CN_BUDGET = 4_000_000  # neighbour entries gathered per slice in ``_common_neighbours``
 _CN_BITMAP = 1 << 24  # (big nodes x rows) marks at most, for the bitmap lookup (16 MiB)
 
@@ -133,9 +166,20 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
     """
     m = len(a)
     if _cn_compiled is not None and torch.device(device).type == "cpu":
-        cn, pair, nbr = _cn_compiled(*g.storage(), np.ascontiguousarray(a, np.int64), np.ascontiguousarray(b, np.int64),
-                                     np.ascontiguousarray(deg, np.int32))
-        return cn, _adamic_adar(pair, nbr, deg, m)
+        a, b, deg = np.asarray(a, np.int64), np.asarray(b, np.int64), np.ascontiguousarray(deg, np.int32)
+        store = g.storage()
+        groups = _by_larger_node(a, b, deg, torch.get_num_threads() if m >= _THREADED_PAIRS else 1)
+
+        def run(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            sel = np.concatenate(groups[lo:hi])
+            cn, pair, nbr = _cn_compiled(*store, a[sel], b[sel], deg)
+            return sel, cn, sel[pair], nbr  # a pair's hits stay in one slice, in order: equal sums
+
+        parts = in_threads(run, len(groups), len(groups))
+        cn = np.zeros(m)
+        for sel, c, _, _ in parts:
+            cn[sel] = c
+        return cn, _adamic_adar(np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]), deg, m)
     cost = np.cumsum(np.minimum(deg[a], deg[b]))
     if m > 1 and cost[-1] > _CN_BUDGET:  # hub-hub pairs gather long lists: bound the memory per slice
         cut = np.unique(np.searchsorted(cost, np.arange(_CN_BUDGET, cost[-1], _CN_BUDGET)).clip(1, m - 1))
@@ -168,6 +212,15 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
     pair, nbr = order[pair[hit]], nbr[hit]
     cn = np.bincount(pair, minlength=m).astype(np.float64)
     return cn, _adamic_adar(pair, nbr, deg, m)
+
+
+def _by_larger_node(a: np.ndarray, b: np.ndarray, deg: np.ndarray, parts: int) -> list[np.ndarray]:
+    """Pair positions in ``parts`` slices, each pair with every other pair of its larger-degree
+    node (the compiled loop stamps a node's neighbours once per slice): node id modulo ``parts``."""
+    if parts <= 1:
+        return [np.arange(len(a), dtype=np.int64)]
+    part = np.where(deg[a] > deg[b], a, b) % parts
+    return [np.flatnonzero(part == i) for i in range(parts)]
 
 
 def _adamic_adar(pair: np.ndarray, nbr: np.ndarray, deg: np.ndarray, m: int) -> np.ndarray:

@@ -14,9 +14,11 @@ import numpy as np
 import torch
 
 from gnn.graph import DynamicGraph, mark_row
-from gnn.jit import compiled
+from gnn.jit import compiled, in_threads
 
 __all__ = ["LinkScorer", "TopK"]
+
+_THREADED_DOTS = 1 << 20  # similarities from which the compiled selection is split over torch's threads
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,11 @@ class LinkScorer:
             q = nodes[i:i + self.chunk]
             x = torch.nn.functional.normalize(h[torch.from_numpy(q).to(h.device)] - m, dim=1)
             if _best_compiled is not None and h.device.type == "cpu" and h.dtype == torch.float32:
-                best, cos = _best_compiled((x @ h.T).numpy(), (x @ m.T).squeeze(1).numpy(), inv.numpy(),
-                                           np.ascontiguousarray(q, np.int64), kk, *graph.storage("out"))
-                val, idx = torch.from_numpy(cos), torch.from_numpy(best)
+                dots, xm, inv_, qs = (x @ h.T).numpy(), (x @ m.T).squeeze(1).numpy(), inv.numpy(), np.asarray(q, np.int64)
+                store = graph.storage("out")
+                got = in_threads(lambda lo, hi: _best_compiled(dots[lo:hi], xm[lo:hi], inv_, qs[lo:hi], kk, *store),
+                                 len(q), torch.get_num_threads() if dots.size >= _THREADED_DOTS else 1)
+                val, idx = (torch.from_numpy(np.concatenate([r[i] for r in got])) for i in (1, 0))
             else:
                 sim = (x @ h.T).sub_(x @ m.T).mul_(inv)
                 sim[:, 0] = -torch.inf  # null node

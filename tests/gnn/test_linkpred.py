@@ -87,16 +87,19 @@ def _common_reference(g, a, b):  # noqa: ANN001, ANN202 - plain set intersection
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")])])
 @pytest.mark.parametrize("directed", [False, True])
-@pytest.mark.parametrize("path", ["bitmap", "index", "compiled"])  # NumPy: small graphs look up marks, big ones
+@pytest.mark.parametrize("path", ["bitmap", "index", "compiled", "threaded"])  # NumPy: small graphs look up marks, big ones
 def test_common_neighbours_match_set_intersection(directed: bool, device: str, path: str,  # a sorted index
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from gnn.graph import DynamicGraph
     from gnn.linkpred import _common_neighbours, _cn_compiled
 
-    if path == "compiled" and (_cn_compiled is None or device != "cpu"):
+    if path in ("compiled", "threaded") and (_cn_compiled is None or device != "cpu"):
         pytest.skip("numba is not installed (or LEPTON_NUMBA=0), or not on a CPU")
-    if path != "compiled":
+    if path not in ("compiled", "threaded"):
         monkeypatch.setattr("gnn.linkpred._cn_compiled", None)
+    if path == "threaded":  # the pairs split over threads by their larger node
+        monkeypatch.setattr("gnn.linkpred._THREADED_PAIRS", 0)
+        monkeypatch.setattr("torch.get_num_threads", lambda: 3)
     monkeypatch.setattr("gnn.linkpred._CN_BITMAP", 1 << 24 if path == "bitmap" else 0)
     rng = np.random.default_rng(5)
     g = DynamicGraph(directed=directed, min_compact=500)  # the first add is the base; later ones stay in the delta
@@ -112,7 +115,7 @@ def test_common_neighbours_match_set_intersection(directed: bool, device: str, p
     cn, aa = _common_neighbours(g, a, b, g.in_degree().astype(np.float64), device)
     ref_cn, ref_aa = _common_reference(g, a, b)
     assert np.array_equal(cn, ref_cn) and np.allclose(aa, ref_aa) and cn.max() > 3
-    if path == "compiled":  # the same sums in the same order as the NumPy path: equal, not close
+    if path in ("compiled", "threaded"):  # the same sums in the same order as the NumPy path: equal, not close
         monkeypatch.setattr("gnn.linkpred._cn_compiled", None)
         assert all(np.array_equal(x, y) for x, y in zip((cn, aa), _common_neighbours(g, a, b, g.in_degree(), device)))
     import gnn.linkpred as lp

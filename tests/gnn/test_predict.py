@@ -10,15 +10,18 @@ import gnn.predict
 from gnn.graph import DynamicGraph
 from gnn.predict import LinkScorer
 
-# "compiled": numba's masking and selection after the matmul; "torch": the path without numba (and on CUDA)
-PATHS = pytest.mark.parametrize("path", ["torch", pytest.param("compiled", marks=pytest.mark.skipif(
-    gnn.predict._best_compiled is None, reason="numba is not installed, or LEPTON_NUMBA=0"))])
+# "compiled": numba's masking and selection after the matmul ("threaded": its queries split over
+# threads); "torch": the path without numba (and on CUDA)
+_NUMBA = pytest.mark.skipif(gnn.predict._best_compiled is None, reason="numba is not installed, or LEPTON_NUMBA=0")
+PATHS = pytest.mark.parametrize("path", ["torch", pytest.param("compiled", marks=_NUMBA),
+                                         pytest.param("threaded", marks=_NUMBA)])
 
 
 @pytest.fixture
 def path_(path: str, monkeypatch: pytest.MonkeyPatch) -> str:
     if path == "torch":
         monkeypatch.setattr(gnn.predict, "_best_compiled", None)
+    monkeypatch.setattr(gnn.predict, "_THREADED_DOTS", 0 if path == "threaded" else 1 << 40)
     return path
 
 

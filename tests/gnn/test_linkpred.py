@@ -44,6 +44,8 @@ def test_pair_features_match_brute_force() -> None:
         assert got[i, 1] == pytest.approx(math.log1p(abs(g.edge_weight(a, b))))
         assert got[i, 3] == pytest.approx(math.log1p(deg[a])) and got[i, 4] == pytest.approx(math.log1p(deg[b]))
         assert got[i, 5] == pytest.approx(math.log1p(len(common)))
+        x, y = (emb[a] - emb[1:].mean(0)).double(), (emb[b] - emb[1:].mean(0)).double()
+        assert got[i, 7] == pytest.approx(float(x @ y / (x.norm() * y.norm())), abs=1e-6)  # centred cosine
         assert got[i, 6] == pytest.approx(sum(1 / math.log(max(deg[c], 2)) for c in common))
         last = pair_last.get((min(a, b), max(a, b)))
         assert got[i, 2] == pytest.approx(0.0 if last is None else math.exp(-(7.0 - last) / 10.0))

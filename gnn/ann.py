@@ -26,6 +26,7 @@ from gnn.jit import compiled, in_threads
 __all__ = ["IVFIndex"]
 
 _BUFFER_FLOATS = 1 << 25  # similarities per padded buffer (128 MiB): bounds the queries per chunk
+_THREADED_ROWS = 8_192  # moved rows from which their compiled write is split over torch's threads
 _THREADED_FLOATS = 1 << 20  # similarities from which the compiled selection is split over torch's threads
 
 
@@ -74,7 +75,11 @@ class IVFIndex:
             self._sort(h, n_rows, reassign=False)  # the tail joins its cells; others keep theirs
             return
         moved = moved[moved < self._sorted]
-        if len(moved):
+        if len(moved) and _write_compiled is not None and h.device.type == "cpu" and h.dtype == torch.float32:
+            table, src, pos, mean = self._table.numpy(), h.contiguous().numpy(), self._pos[moved], self._mean[0].numpy()
+            in_threads(lambda lo, hi: _write_compiled(table, pos[lo:hi], src, moved[lo:hi], mean), len(moved),
+                       torch.get_num_threads() if len(moved) >= _THREADED_ROWS else 1)  # 87k rows: ~12 → ~4 ms
+        elif len(moved):
             self._table[torch.from_numpy(self._pos[moved]).to(self._table.device)] = self._unit(
                 h[torch.from_numpy(moved).to(h.device)])
 
@@ -252,3 +257,18 @@ def _select_compiled(buf: np.ndarray, offset: np.ndarray, first: np.ndarray, len
                 if held == k:
                     floor = val[k - 1]
     return best
+
+
+@compiled("void(float32[:, ::1], int64[::1], float32[:, ::1], int64[::1], float32[::1])")
+def _write_compiled(table: np.ndarray, pos: np.ndarray, h: np.ndarray, rows: np.ndarray, mean: np.ndarray) -> None:
+    """``table[pos[i]] = unit(h[rows[i]] - mean)`` (:meth:`IVFIndex._unit`: float32 differences,
+    the norm summed in float64 and floored at 1e-12) without gathered copies."""
+    for i in range(len(rows)):
+        x, out = h[rows[i]], table[pos[i]]
+        ss = 0.0
+        for j in range(len(mean)):
+            d = np.float64(x[j] - mean[j])
+            ss += d * d
+        scale = np.float32(1.0 / max(np.sqrt(ss), 1e-12))
+        for j in range(len(mean)):
+            out[j] = (x[j] - mean[j]) * scale

@@ -35,6 +35,7 @@ from gnn.events import EdgeEvent, NodeEvent
 from gnn.features import NodeFeatures
 from gnn.graph import CSR, Applied, DynamicGraph
 from gnn.incremental import Engine, UpdateStats
+from gnn.jit import compiled
 from gnn.kernels import Backend
 from gnn.model import GraphSAGE, ModelConfig
 from gnn.linkpred import LinkModel, LogisticDecoder
@@ -274,15 +275,12 @@ class Processor:
             self._index.refresh(self.engine.embeddings, g.n_rows, stats.moved)
         t4 = time.perf_counter()
         nodes, latest = self._due(*_touched(src, dst, np.asarray(stamps, np.int64)), len(batch))
-        top = self._topk(nodes, now)
-        names = g.keys(np.concatenate([t[1] for t in top])) if top else []  # one pass over every partner
-        probs = [round(p, 6) for t in top for p in t[2].tolist()]
-        predictions, i = [], 0
-        for (node, partners, _), trigger in zip(top, latest.tolist()):
-            j = i + len(partners)
-            predictions.append(Prediction(node=g.key(int(node)), trigger_ts_ms=trigger,
-                                          partners=list(zip(names[i:j], probs[i:j]))))
-            i = j
+        partners, probs, bounds = self._topk(nodes, now)
+        names = g.keys(partners)  # one pass over every partner
+        rounded = np.round(probs, 6).tolist()
+        predictions = [Prediction(node=key, trigger_ts_ms=trigger, partners=list(zip(names[i:j], rounded[i:j])))
+                       for key, trigger, i, j in zip(g.keys(nodes), latest.tolist(), bounds[:-1].tolist(),
+                                                     bounds[1:].tolist())] if self.config.top_k else []
         t5 = time.perf_counter()
         alerts = self._alerts([events[i] for i in adds], anomaly.score, anomaly.components)
         self.scored += len(adds)
@@ -397,12 +395,13 @@ class Processor:
                                  "top_node_edges": float(top_edges), "mean_score": round(float(scores.mean()), 6)},
                      model_version=self.model_version)
 
-    def _topk(self, nodes: np.ndarray, now: float) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    def _topk(self, nodes: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-k new partners per node: candidates = embedding nearest neighbours ∪ 2-hop
-        neighbourhood (capped), ranked by the link model; current neighbours are excluded."""
+        neighbourhood (capped), ranked by the link model; current neighbours are excluded.
+        Returns (partners, probabilities, bounds): node i's best first at ``bounds[i]:bounds[i + 1]``."""
         g, k, c, h = self.graph, self.config.top_k, self.config.candidates, self.engine.embeddings
         if len(nodes) == 0 or k == 0:  # top_k = 0: scoring only (evaluations)
-            return []
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(len(nodes) + 1, np.int64)
         near = self._nearest(nodes, c)
         valid = near > 0  # -1 pads rows with fewer candidates than asked for
         own = [np.repeat(np.arange(len(nodes), dtype=np.int64), near.shape[1])[valid.ravel()]]
@@ -419,11 +418,8 @@ class Processor:
         keep = (c_all > 0) & (c_all != nodes[own_all])
         own_all, c_all = own_all[keep], c_all[keep]
         probs, _ = self.link.score(nodes[own_all], c_all, np.full(len(own_all), now), h, self.engine.mean_embedding())
-        order = np.lexsort((-probs, own_all))  # by node, best first
-        own_all, c_all, probs = own_all[order], c_all[order], probs[order]
-        bounds = np.searchsorted(own_all, np.arange(len(nodes) + 1))
-        return [(int(q), c_all[bounds[i]:min(bounds[i] + k, bounds[i + 1])],
-                 probs[bounds[i]:min(bounds[i] + k, bounds[i + 1])]) for i, q in enumerate(nodes)]
+        take, bounds = _best_per_node(own_all, probs, len(nodes), k)
+        return c_all[take], probs[take], bounds
 
     def _nearest(self, nodes: np.ndarray, c: int) -> np.ndarray:
         """``c`` embedding neighbours per node that are not current neighbours (-1 pads): exact
@@ -474,6 +470,47 @@ def _touched(src: np.ndarray, dst: np.ndarray, stamps: np.ndarray) -> tuple[np.n
     np.maximum.at(latest, inv, st)
     order = np.argsort(first)
     return nodes[order], latest[order]
+
+
+def _best_per_node(owner: np.ndarray, probs: np.ndarray, nodes: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of each node's ``k`` most probable candidates, best first (equal probabilities:
+    the earlier position first), node by node; and the bounds of each node's run. ``owner`` is
+    sorted. Compiled: one pass per node (65k candidates: lexsort ~6.5 ms → ~0.5 ms)."""
+    if _best_per_node_compiled is not None:
+        return _best_per_node_compiled(np.ascontiguousarray(owner, np.int64), np.ascontiguousarray(probs, np.float64),
+                                       nodes, k)
+    order = np.lexsort((-probs, owner))
+    first = np.searchsorted(owner[order], np.arange(nodes + 1))
+    rank = np.arange(len(order)) - np.repeat(first[:-1], np.diff(first))
+    counts = np.minimum(np.diff(first), k)
+    return order[rank < k], np.r_[0, np.cumsum(counts)].astype(np.int64)
+
+
+@compiled("Tuple((int64[::1], int64[::1]))(int64[::1], float64[::1], int64, int64)")
+def _best_per_node_compiled(owner: np.ndarray, probs: np.ndarray, nodes: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_best_per_node` as one insertion pass per node's run of ``owner``."""
+    take = np.empty(min(len(owner), nodes * k), np.int64)
+    bounds = np.zeros(nodes + 1, np.int64)
+    lo, out = 0, 0
+    for node in range(nodes):
+        hi = lo
+        while hi < len(owner) and owner[hi] == node:
+            hi += 1
+        held = 0
+        for i in range(lo, hi):
+            p = probs[i]
+            if held == k and not p > probs[take[out + k - 1]]:
+                continue
+            at = held if held < k else k - 1
+            while at > 0 and probs[take[out + at - 1]] < p:
+                take[out + at] = take[out + at - 1]
+                at -= 1
+            take[out + at] = i
+            held = min(held + 1, k)
+        out += held
+        bounds[node + 1] = out
+        lo = hi
+    return take[:out], bounds
 
 
 def _first_per_row(csr: CSR, cap: int) -> tuple[np.ndarray, np.ndarray]:

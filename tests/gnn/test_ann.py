@@ -78,3 +78,17 @@ def test_compiled_selection_equals_the_torch_path(monkeypatch: pytest.MonkeyPatc
     sim = (unit[torch.from_numpy(q)][:, None, :] * unit[torch.from_numpy(got)]).sum(-1)
     assert (sim[:, 1:] <= sim[:, :-1] + 1e-6).all()  # best first
     assert (got >= 3900).any()  # the tail took part
+
+
+@pytest.mark.skipif(gnn.ann._write_compiled is None, reason="numba is not installed, or LEPTON_NUMBA=0")
+def test_compiled_write_of_moved_rows_equals_the_torch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    h, moved = _clustered(20_000, seed=4), _clustered(20_000, seed=5)
+    tables = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(gnn.ann, "_write_compiled", None)
+        index = IVFIndex(nprobe=4, seed=0)
+        index.refresh(h, 20_000)
+        index.refresh(moved, 20_000, np.arange(1, 20_000, 2))  # 10k rows: split over threads
+        tables.append(index._table.clone())
+    assert torch.allclose(tables[0], tables[1], atol=1e-6) and not torch.allclose(tables[0], index._unit(h[index._rows]))

@@ -254,3 +254,24 @@ def test_preload_ends_with_the_graph_that_streaming_the_rows_gives(raw: list) ->
     loaded.preload(table)
     streamed.process(evs, now=0.0)
     assert _edge_set(loaded) == _edge_set(streamed)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_best_per_node_ranks_each_nodes_candidates_like_a_lexsort(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gnn.processor as proc
+
+    if compiled and proc._best_per_node_compiled is None:
+        pytest.skip("numba is not installed, or LEPTON_NUMBA=0")
+    if not compiled:
+        monkeypatch.setattr(proc, "_best_per_node_compiled", None)
+    rng = np.random.default_rng(3)
+    owner = np.sort(rng.choice([0, 1, 3, 4, 6], 400))  # nodes 2, 5 and 7 have no candidates
+    probs = rng.choice([0.1, 0.5, 0.5, 0.9], 400) + np.where(owner == 4, rng.random(400), 0)  # ties, and distinct
+    keep = owner != 1
+    keep[np.flatnonzero(owner == 1)[:3]] = True  # node 1: fewer candidates than k
+    owner, probs = owner[keep], probs[keep]
+    take, bounds = proc._best_per_node(owner, probs, 8, 5)
+    order = np.lexsort((-probs, owner))
+    want = np.concatenate([order[owner[order] == n][:5] for n in range(8)])
+    assert take.tolist() == want.tolist()
+    assert np.diff(bounds).tolist() == [5, 3, 0, 5, 5, 0, 5, 0]

@@ -21,13 +21,13 @@ import math
 import numpy as np
 import torch
 
-from gnn.jit import compiled, in_threads
+from gnn.jit import compiled, in_threads, split
 
 __all__ = ["IVFIndex"]
 
 _BUFFER_FLOATS = 1 << 25  # similarities per padded buffer (128 MiB): bounds the queries per chunk
-_THREADED_ROWS = 8_192  # moved rows from which their compiled write is split over torch's threads
-_THREADED_FLOATS = 1 << 20  # similarities from which the compiled selection is split over torch's threads
+_THREADED_ROWS = 8_192  # moved rows from which their compiled write is split over threads
+_THREADED_FLOATS = 1 << 20  # similarities from which the compiled selection is split over threads
 
 
 class IVFIndex:
@@ -78,7 +78,7 @@ class IVFIndex:
         if len(moved) and _write_compiled is not None and h.device.type == "cpu" and h.dtype == torch.float32:
             table, src, pos, mean = self._table.numpy(), h.contiguous().numpy(), self._pos[moved], self._mean[0].numpy()
             in_threads(lambda lo, hi: _write_compiled(table, pos[lo:hi], src, moved[lo:hi], mean), len(moved),
-                       torch.get_num_threads() if len(moved) >= _THREADED_ROWS else 1)  # 87k rows: ~12 → ~4 ms
+                       split(len(moved), _THREADED_ROWS))  # 87k rows: ~12 → ~4 ms
         elif len(moved):
             self._table[torch.from_numpy(self._pos[moved]).to(self._table.device)] = self._unit(
                 h[torch.from_numpy(moved).to(h.device)])
@@ -174,8 +174,7 @@ class IVFIndex:
             at = slice(lo * (p + 1), hi * (p + 1))
             return _select_compiled(buf, offset[at], first[at], length[at], rows, queries[lo:hi], p + 1, k)
 
-        threads = torch.get_num_threads() if total >= _THREADED_FLOATS else 1  # on 2 cores: ~27 → ~13 ms
-        return np.concatenate(in_threads(select, nq, threads))
+        return np.concatenate(in_threads(select, nq, split(total, _THREADED_FLOATS)))  # 2 cores: ~27 → ~13 ms
 
     def _rows_at(self, probe: np.ndarray, col0: np.ndarray, col: torch.Tensor) -> torch.Tensor:
         """Graph rows behind columns of the padded buffer: the probed cell a column falls in, then

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from gnn.errors import GraphError
-from gnn.jit import compiled, in_threads
+from gnn.jit import compiled, in_threads, split
 
 __all__ = ["DynamicGraph", "CSR", "Applied", "ArcDelta", "normalise_key", "distinct", "pair_keys"]
 
 _COL_BITS = 32
-_THREADED_LOOKUPS = 16_384  # arc lookups from which the compiled search is split over torch's threads
+_THREADED_LOOKUPS = 16_384  # arc lookups from which the compiled search is split over threads
 _COL_MASK = (1 << _COL_BITS) - 1
 
 
@@ -467,7 +467,7 @@ class _Adjacency:
         if _lookup_compiled is not None:
             store = (self.indptr, self.idx, self.w, self.alive, self.d_keys, self.d_w, self.d_deg)
             parts = in_threads(lambda lo, hi: _lookup_compiled(*store, rows[lo:hi], cols[lo:hi]), len(rows),
-                               torch.get_num_threads() if len(rows) >= _THREADED_LOOKUPS else 1)
+                               split(len(rows), _THREADED_LOOKUPS))
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         pos = self._base_find(rows, cols)
         hit = pos >= 0

@@ -6,7 +6,8 @@ more in call overhead than in work. :func:`compiled` compiles such a loop (nopyt
 the GIL, cached on disk beside the module); the caller keeps its NumPy path for when numba is
 missing (a bare CUDA machine, say) or ``LEPTON_NUMBA=0``, and the tests hold the two equal.
 Compiled loops release the GIL, so :func:`in_threads` can run one over slices of its rows on
-the cores that torch's own operations use.
+a pool of plain Python threads (:func:`set_split_threads`; they wait without spinning, unlike
+OpenMP's helpers, so the worker may use every core here while its kernel pools keep one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import TypeVar
 
-__all__ = ["ENABLED", "compiled", "in_threads"]
+__all__ = ["ENABLED", "compiled", "in_threads", "set_split_threads", "split"]
 
 F = TypeVar("F", bound=Callable)
 T = TypeVar("T")
@@ -35,6 +36,7 @@ def _enabled() -> bool:
 
 ENABLED = _enabled()
 _POOL: list[ThreadPoolExecutor] = []  # one pool per process, made on first use
+_SPLIT = [0]  # threads a compiled loop is split over; 0: every core this process may use
 
 
 def compiled(*signatures: str) -> Callable[[F], F | None]:
@@ -54,6 +56,25 @@ def compiled(*signatures: str) -> Callable[[F], F | None]:
             return njit(list(signatures), nogil=True)(fn)
 
     return wrap
+
+
+def set_split_threads(n: int) -> int:
+    """Split large compiled loops over ``n`` threads (0: every core this process may use; 1: no
+    split). Returns the count in effect."""
+    if n < 0:
+        raise ValueError(f"split threads must be >= 0, got {n}")
+    _SPLIT[0] = n
+    return split(1, 1)
+
+
+def split(items: int, threshold: int) -> int:
+    """Threads for a compiled loop over ``items``: the split count from ``threshold`` items on,
+    else 1 (a small loop is not worth a hand-off)."""
+    if items < threshold:
+        return 1
+    if _SPLIT[0]:
+        return _SPLIT[0]
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def in_threads(fn: Callable[[int, int], T], n: int, parts: int) -> list[T]:

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from gnn.graph import DynamicGraph, mark_row
-from gnn.jit import compiled, in_threads
+from gnn.jit import compiled, in_threads, split
 
 __all__ = ["LinkScorer", "TopK"]
 
-_THREADED_DOTS = 1 << 20  # similarities from which the compiled selection is split over torch's threads
+_THREADED_DOTS = 1 << 20  # similarities from which the compiled selection is split over threads
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class LinkScorer:
                 dots, xm, inv_, qs = (x @ h.T).numpy(), (x @ m.T).squeeze(1).numpy(), inv.numpy(), np.asarray(q, np.int64)
                 store = graph.storage("out")
                 got = in_threads(lambda lo, hi: _best_compiled(dots[lo:hi], xm[lo:hi], inv_, qs[lo:hi], kk, *store),
-                                 len(q), torch.get_num_threads() if dots.size >= _THREADED_DOTS else 1)
+                                 len(q), split(dots.size, _THREADED_DOTS))
                 val, idx = (torch.from_numpy(np.concatenate([r[i] for r in got])) for i in (1, 0))
             else:
                 sim = (x @ h.T).sub_(x @ m.T).mul_(inv)

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="threads of the worker's kernel pools (torch, DGL, NumPy's BLAS); "
                          "0: one per core less one, left to the event loop (Kafka I/O, decode, sealing)")
+    split_threads: int = Field(0, ge=0, description="threads that large compiled serving loops (IVF selection, arc "
+                               "lookups, common neighbours, pair cosines) are split over; 0: every core (plain threads: "
+                               "idle, they wait without spinning)")
     prune_eps: float | None = None
     top_k: int = Field(10, ge=1)
     predictions_per_event: float = Field(0.0, ge=0, description="top-k budget of a batch per event it holds (at "

@@ -28,6 +28,7 @@ import numpy as np
 
 from gnn.errors import EventError
 from gnn.events import EdgeEvent, parse_edge, parse_node
+from gnn.jit import set_split_threads
 from gnn.kernels import set_threads
 from gnn.processor import Alert, Processor
 from gnn.snapshot import latest_snapshot, load_snapshot, save_snapshot
@@ -706,7 +707,8 @@ def run_worker(settings: Settings) -> None:
             raise RuntimeError("pipeline used before the producer started")
 
         threads = set_threads(s.resolved_threads())
-        print(f"kernel threads: {threads} (LEPTON_THREADS; the event loop keeps a core)", flush=True)
+        print(f"kernel threads: {threads} (LEPTON_THREADS; the event loop keeps a core); serving loops split over "
+              f"{set_split_threads(s.split_threads)} (LEPTON_SPLIT_THREADS)", flush=True)
         pipeline = Pipeline(settings=s, processor=Processor(s.processor_config()), keyring=keyring, send=_unbound,
                             key_file=key_file, recipients=recipients,
                             trainer=fit_pool())

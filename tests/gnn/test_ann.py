@@ -69,6 +69,7 @@ def test_compiled_selection_equals_the_torch_path(monkeypatch: pytest.MonkeyPatc
     index.refresh(grown, 4000)
     q = np.r_[np.arange(1, 4000, 13), 3950]
     monkeypatch.setattr(gnn.ann, "_THREADED_FLOATS", 0 if threaded else 1 << 40)
+    monkeypatch.setattr("gnn.jit._SPLIT", [3])  # three slices, whatever the cores
     got = index.search(grown, q, 12, 4000)
     monkeypatch.setattr(gnn.ann, "_select_compiled", None)
     want = index.search(grown, q, 12, 4000)
@@ -89,6 +90,7 @@ def test_compiled_write_of_moved_rows_equals_the_torch_path(monkeypatch: pytest.
             monkeypatch.setattr(gnn.ann, "_write_compiled", None)
         index = IVFIndex(nprobe=4, seed=0)
         index.refresh(h, 20_000)
+        monkeypatch.setattr("gnn.jit._SPLIT", [3])
         index.refresh(moved, 20_000, np.arange(1, 20_000, 2))  # 10k rows: split over threads
         tables.append(index._table.clone())
     assert torch.allclose(tables[0], tables[1], atol=1e-6) and not torch.allclose(tables[0], index._unit(h[index._rows]))

@@ -101,7 +101,7 @@ def test_common_neighbours_match_set_intersection(directed: bool, device: str, p
         monkeypatch.setattr("gnn.linkpred._cn_compiled", None)
     if path == "threaded":  # the pairs split over threads by their larger node
         monkeypatch.setattr("gnn.linkpred._THREADED_PAIRS", 0)
-        monkeypatch.setattr("torch.get_num_threads", lambda: 3)
+        monkeypatch.setattr("gnn.jit._SPLIT", [3])
     monkeypatch.setattr("gnn.linkpred._CN_BITMAP", 1 << 24 if path == "bitmap" else 0)
     rng = np.random.default_rng(5)
     g = DynamicGraph(directed=directed, min_compact=500)  # the first add is the base; later ones stay in the delta

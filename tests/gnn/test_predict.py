@@ -22,6 +22,7 @@ def path_(path: str, monkeypatch: pytest.MonkeyPatch) -> str:
     if path == "torch":
         monkeypatch.setattr(gnn.predict, "_best_compiled", None)
     monkeypatch.setattr(gnn.predict, "_THREADED_DOTS", 0 if path == "threaded" else 1 << 40)
+    monkeypatch.setattr("gnn.jit._SPLIT", [2])
     return path
 
 

@@ -65,6 +65,7 @@ class ProcessorConfig:
     candidates: int = 20  # nearest neighbours by embedding, and 2-hop nodes, per touched node
     ann: Literal["auto", "exact", "ivf"] = "auto"  # nearest-neighbour search; auto: IVF from ann_min_nodes
     ann_min_nodes: int = 50_000
+    ann_min_work: int = 2_000_000  # auto: IVF also for a batch whose exact search would take queries x rows >= this
     ann_nprobe: int = 16
     hop_fanout: int = 5  # neighbours expanded for the 2-hop candidates
     predictions_per_event: float = 0.0  # top-k budget per batch (x events, at least PREDICTION_FLOOR); 0: every touched node
@@ -126,7 +127,7 @@ class BatchResult:
 
 # Serving policy: a restored processor takes these from the current settings (restart with a new
 # LEPTON_TOP_K, say); every other field shapes the model or its state and stays the snapshot's.
-SERVING = ("top_k", "candidates", "ann", "ann_min_nodes", "ann_nprobe", "hop_fanout", "predictions_per_event",
+SERVING = ("top_k", "candidates", "ann", "ann_min_nodes", "ann_min_work", "ann_nprobe", "hop_fanout", "predictions_per_event",
            "alert_rate", "alert_warmup", "storm_max", "refit_every", "train_per_batch", "full_fraction")
 PREDICTION_FLOOR = 16  # a budgeted batch still publishes this many: waiting nodes drain while batches flow
 
@@ -423,9 +424,12 @@ class Processor:
 
     def _nearest(self, nodes: np.ndarray, c: int) -> np.ndarray:
         """``c`` embedding neighbours per node that are not current neighbours (-1 pads): exact
-        on small graphs, an IVF index on large ones (2c fetched, current neighbours dropped)."""
+        on small graphs and small batches, an IVF index on large graphs, and on batches of many
+        touched nodes (a burst: the products grow with queries × rows) once ``ann_min_work`` is
+        reached (2c fetched, current neighbours dropped)."""
         cfg, g, h = self.config, self.graph, self.engine.embeddings
-        if cfg.ann == "exact" or (cfg.ann == "auto" and g.n_rows < cfg.ann_min_nodes):
+        small = g.n_rows < cfg.ann_min_nodes and (not cfg.ann_min_work or len(nodes) * g.n_rows < cfg.ann_min_work)
+        if cfg.ann == "exact" or (cfg.ann == "auto" and small):
             return self.scorer.topk(h, g, nodes, c, self.engine.mean_embedding()).partners
         if self._index is None:
             self._index = IVFIndex(nprobe=cfg.ann_nprobe, seed=cfg.seed)

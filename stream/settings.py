@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     ann: Literal["auto", "exact", "ivf"] = Field(
         "auto", description="embedding nearest-neighbour search for top-k candidates (auto: IVF from ann_min_nodes)")
     ann_min_nodes: int = Field(50_000, ge=0)
+    ann_min_work: int = Field(2_000_000, ge=0, description="auto: IVF also for batches whose exact search would take "
+                              "touched nodes x graph rows >= this (a burst of distinct nodes); 0: by graph size only")
     ann_nprobe: int = Field(16, ge=1, description="IVF cells scanned per query")
     refit_every: int = Field(5_000, ge=1, description="new training edges between online decoder fits (background process)")
     train_per_batch: int = Field(512, ge=1, description="online training edges a batch adds at most (a seeded sample "
@@ -161,7 +163,8 @@ class Settings(BaseSettings):
                                prune_eps=self.prune_eps, top_k=self.top_k,
                                predictions_per_event=self.predictions_per_event, refit_every=self.refit_every,
                                train_per_batch=self.train_per_batch,
-                               ann=self.ann, ann_min_nodes=self.ann_min_nodes, ann_nprobe=self.ann_nprobe,
+                               ann=self.ann, ann_min_nodes=self.ann_min_nodes, ann_min_work=self.ann_min_work,
+                               ann_nprobe=self.ann_nprobe,
                                model_path=str(self.model) if self.model else None, alert_rate=self.alert_rate,
                                tick_seconds=self.tick_seconds, seed=self.seed, activity_window=self.activity_window,
                                anomaly_weights=parse_weights(self.anomaly_weights) if self.anomaly_weights else None)

@@ -275,3 +275,19 @@ def test_best_per_node_ranks_each_nodes_candidates_like_a_lexsort(compiled: bool
     want = np.concatenate([order[owner[order] == n][:5] for n in range(8)])
     assert take.tolist() == want.tolist()
     assert np.diff(bounds).tolist() == [5, 3, 0, 5, 5, 0, 5, 0]
+
+
+def test_auto_search_takes_the_index_for_a_batch_of_many_touched_nodes() -> None:
+    rng = np.random.default_rng(4)
+    cfg = dataclasses.replace(CFG, ann="auto", ann_min_work=40 * 300)  # 40 touched nodes x 300 rows
+    p = Processor(cfg)
+    p.preload(pd.DataFrame({"src": [f"n{i}" for i in rng.integers(0, 299, 3000)],
+                            "dst": [f"n{i}" for i in rng.integers(0, 299, 3000)]}))
+    few = p.process([EdgeEvent(src="n1", dst="n2", ts=1.0), EdgeEvent(src="n3", dst="n4", ts=1.0)], now=1.0)
+    assert p._index is None and len(few.predictions) == 4  # 4 nodes x 300 rows: exact
+    burst = [EdgeEvent(src=f"n{i}", dst=f"n{i + 100}", ts=2.0) for i in range(5, 35)]  # 60 touched nodes
+    many = p.process(burst, now=2.0)
+    assert p._index is not None and len(many.predictions) == 60
+    assert all(len(x.partners) == cfg.top_k for x in many.predictions)
+    p.process([EdgeEvent(src="n1", dst="n9", ts=3.0)], now=3.0)  # the index stays current from now on
+    assert p._index._sorted == p.graph.n_rows

@@ -158,10 +158,17 @@ class IVFIndex:
         if len(self._buf) < total + nq * (n_rows - self._sorted):
             self._buf = torch.empty(total + nq * (n_rows - self._sorted))
         owner = torch.from_numpy(order // p)
-        for c, lo, n, at, m in zip(cells.tolist(), first.tolist(), count.tolist(), block.tolist(), size.tolist()):
-            if m:
-                a = int(self._start[c])
+        jobs = [(int(self._start[c]), lo, n, at, m) for c, lo, n, at, m in
+                zip(cells.tolist(), first.tolist(), count.tolist(), block.tolist(), size.tolist()) if m]
+        work = np.cumsum([n * m for _, _, n, _, m in jobs])
+        parts = split(total, _THREADED_FLOATS)  # the products too: the worker's torch runs on one thread
+        cuts = np.searchsorted(work, np.arange(parts + 1) * (total / parts), "right").tolist()
+
+        def products(lo_: int, hi_: int) -> None:
+            for a, lo, n, at, m in jobs[cuts[lo_]:cuts[hi_]]:
                 torch.mm(qv[owner[lo:lo + n]], self._table[a:a + m].T, out=self._buf[at:at + n * m].view(n, m))
+
+        in_threads(products, parts, parts)
         tail = torch.arange(self._sorted, n_rows)  # rows added since the last sort: one more slot per query
         if len(tail):
             self._buf[total:total + nq * len(tail)].view(nq, len(tail))[:] = qv @ self._unit(h[tail]).T

@@ -272,7 +272,7 @@ class Ownership:
 
     def owns(self, key: bytes) -> bool:
         """Whether this worker publishes outputs for ``key`` (a node id or an edge key)."""
-        return partition_for(key, self.partitions) in self.owned
+        return len(self.owned) >= self.partitions or partition_for(key, self.partitions) in self.owned
 
     async def commit(self, positions: dict[str, int]) -> None:
         """Commit ``positions`` of the owned edge partitions (after their outputs were acked)."""

@@ -40,6 +40,7 @@ from stream.batching import BatchController
 from stream.children import background_child, fit_child_init
 from stream.gc_pauses import GcPauses
 from stream.journal import Journal
+from stream.kafka import partition_for
 from stream.metrics import SIZE_BUCKETS, Metrics
 from stream.outputs import alert_record, deadletter_record, prediction_record
 from stream.producer import edge_key
@@ -54,6 +55,8 @@ log = logging.getLogger("lepton.worker")
 
 # (topic, key, value) -> hands the record to the producer (in call order) and gives its ack awaitable
 Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
+# (topic, [(key, value), ...]) -> hands the records to the producer in order, gives ack awaitables for them all
+SendMany = Callable[[str, list[tuple[bytes, bytes]]], Awaitable[list[Awaitable[Any]]]]
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Pipeline:
     processor: Processor
     keyring: KeyRing
     send: Send
+    send_many: SendMany | None = None  # None: one ``send`` per record
     metrics: Metrics = field(default_factory=Metrics)
     live: LiveStats = field(default_factory=LiveStats)  # rolling figures for /ui
     batches: int = 0
@@ -75,6 +79,13 @@ class Pipeline:
     _training: Future | None = None
     _tasks: set = field(default_factory=set)
     _publishing: asyncio.Future | None = None  # the latest batch's sealing-and-sending task
+
+    async def send_records(self, topic: str, records: list[tuple[bytes, bytes]]) -> list[Awaitable[Any]]:
+        """Hand ``records`` to the producer in order: as partition batches where the producer
+        builds them (``send_many``), else one ``send`` each."""
+        if self.send_many is not None:
+            return await self.send_many(topic, records)
+        return [await self.send(topic, key, value) for key, value in records]
 
     def seal(self, plain: bytes, topic: str, key: bytes | None) -> bytes:
         """Seal with the active symmetric key, or for each configured subscriber's public key."""
@@ -147,15 +158,16 @@ class Pipeline:
             futs = [_quiet(await dead) for dead in acks]  # dead letters first
             ranges = {k: [batch.start.get(k, 0), e] for k, e in batch.end.items() if e > batch.start.get(k, 0)}
             bid = batch.id
+            records = []
             for pred in result.predictions:
                 key = pred.node.encode()
                 if not owns(key):
                     continue
                 plain = prediction_record(pred, pid=prediction_id(bid, pred.node), model_version=version,
                                           batch=bid, offsets=ranges, now=time.time())
-                sealed = self.seal(plain, s.topic_predictions, key)
-                futs.append(_quiet(await self.send(s.topic_predictions, key, sealed)))
-                published += 1
+                records.append((key, self.seal(plain, s.topic_predictions, key)))
+            futs += [_quiet(f) for f in await self.send_records(s.topic_predictions, records)]
+            published = len(records)
             alerts = [a for a in result.alerts if owns(edge_key(a.src, a.dst) if a.node is None else a.node.encode())]
             for alert in alerts:
                 key = alert.id.encode()
@@ -632,7 +644,30 @@ class Worker:
         async def send(topic: str, key: bytes | None, value: bytes) -> Any:
             return await self._producer.send(topic, value=value, key=key)  # queued; gives the ack future
 
+        async def send_many(topic: str, records: list[tuple[bytes, bytes]]) -> list[Any]:
+            """Records grouped into one batch per partition (full ones sent as they fill), in order
+            within each partition; the partition is the one ``send`` picks (murmur2 of the key).
+            A future per batch instead of per record: at ~7,000 predictions/s the per-record
+            futures and ``send`` calls were ~15 % of the event loop's time (py-spy)."""
+            producer = self._producer
+            parts = sorted(await producer.partitions_for(topic))
+            open_: dict[int, Any] = {}
+            acks = []
+            for key, value in records:
+                q = parts[partition_for(key, len(parts))]
+                b = open_.get(q) or open_.setdefault(q, producer.create_batch())
+                if b.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
+                    acks.append(await producer.send_batch(b, topic, partition=q))
+                    b = open_[q] = producer.create_batch()
+                    if b.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"a {len(value)}-byte record does not fit an empty producer batch "
+                                         "(LEPTON_PRODUCER_BATCH_BYTES)")
+            for q, b in open_.items():
+                acks.append(await producer.send_batch(b, topic, partition=q))
+            return acks
+
         self.pipeline.send = send
+        self.pipeline.send_many = send_many
 
     async def _shutdown(self, snapshot: bool = True) -> None:
         """Publish what is in flight, snapshot (unless the loop failed), close the clients."""

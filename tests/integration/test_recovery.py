@@ -210,7 +210,7 @@ def test_failed_ack_stops_without_snapshot_of_the_unacknowledged(broker, tmp_pat
     cfg = Settings(**{**s.model_dump(), "state_dir": tmp_path, "snapshot_events": 600, "batch_mode": "fixed",
                       "max_batch": 200, "snapshot_background": False})
 
-    class FailingAcks(Worker):  # the real producer, until the 1,200th output's ack fails
+    class FailingAcks(Worker):  # the real producer, until the 1,200th output's ack fails (one by one or batched)
         async def _start_producer(self) -> None:
             await super()._start_producer()
             real, sent = self.pipeline.send, [0]
@@ -223,7 +223,18 @@ def test_failed_ack_stops_without_snapshot_of_the_unacknowledged(broker, tmp_pat
                 fut.set_exception(ConnectionError("injected ack failure"))
                 return fut
 
-            self.pipeline.send = send
+            real_many = self.pipeline.send_many
+            assert real_many is not None  # predictions go out as partition batches
+
+            async def send_many(topic: str, records: list) -> list:
+                sent[0] += len(records)
+                if sent[0] < 1200:
+                    return await real_many(topic, records)
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_exception(ConnectionError("injected ack failure"))
+                return [fut]
+
+            self.pipeline.send, self.pipeline.send_many = send, send_many
 
     async def unbound(topic: str, key: bytes | None, value: bytes) -> None:
         raise RuntimeError("before the producer")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import os
 import struct
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from security.envelope import open_envelope, seal
+from security.envelope import NONCE_BYTES, open_envelope, seal
 from security.errors import InvalidTagError, TruncatedError, UnknownKeyError, VersionError
 from security.keys import KeyRing
 
@@ -82,3 +83,19 @@ def test_rotation_keeps_old_messages_readable() -> None:
     assert new[3:5] == b"k2"
     assert open_envelope(old, keyring=ring2, topic="t", key=None) == b"before"
     assert open_envelope(new, keyring=ring2, topic="t", key=None) == b"after"
+
+
+def test_nonces_never_repeat_in_a_process_or_across_a_fork() -> None:
+    ring = KeyRing.generate("k1")
+    nonce = lambda env: env[3 + 2:3 + 2 + NONCE_BYTES]  # noqa: E731  header: 3 bytes + key id "k1"
+    seen = {nonce(seal(b"x", keyring=ring, topic="t", key=None)) for _ in range(10_000)}  # > 2 pool refills
+    assert len(seen) == 10_000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child seals once and reports its nonce
+        os.write(write, nonce(seal(b"x", keyring=ring, topic="t", key=None)))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, NONCE_BYTES)
+    parent = nonce(seal(b"x", keyring=ring, topic="t", key=None))
+    assert len(child) == NONCE_BYTES and child != parent and child not in seen

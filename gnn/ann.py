@@ -161,7 +161,8 @@ class IVFIndex:
         jobs = [(int(self._start[c]), lo, n, at, m) for c, lo, n, at, m in
                 zip(cells.tolist(), first.tolist(), count.tolist(), block.tolist(), size.tolist()) if m]
         work = np.cumsum([n * m for _, _, n, _, m in jobs])
-        parts = split(total, _THREADED_FLOATS)  # the products too: the worker's torch runs on one thread
+        # the products too, where torch runs one thread (the worker): on more, its own pool splits them
+        parts = split(total, _THREADED_FLOATS) if torch.get_num_threads() == 1 else 1
         cuts = np.searchsorted(work, np.arange(parts + 1) * (total / parts), "right").tolist()
 
         def products(lo_: int, hi_: int) -> None:

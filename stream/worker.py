@@ -656,13 +656,12 @@ class Worker:
             for key, value in records:
                 q = parts[partition_for(key, len(parts))]
                 b = open_.get(q) or open_.setdefault(q, producer.create_batch())
-                if b.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
+                if b.append(key=key, value=value, timestamp=None) is None:  # full (it closed itself): send it
                     acks.append(await producer.send_batch(b, topic, partition=q))
                     b = open_[q] = producer.create_batch()
-                    if b.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"a {len(value)}-byte record does not fit an empty producer batch "
-                                         "(LEPTON_PRODUCER_BATCH_BYTES)")
+                    b.append(key=key, value=value, timestamp=None)  # an empty batch takes any first record
             for q, b in open_.items():
+                b.close()  # closed: no record from ``send`` can join it after this batch's
                 acks.append(await producer.send_batch(b, topic, partition=q))
             return acks
 

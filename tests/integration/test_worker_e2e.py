@@ -15,7 +15,7 @@ from gnn.graph import DynamicGraph
 from gnn.synthetic import SyntheticConfig
 from security.keys import KeyRing
 from stream.demo import WorkerProcess
-from stream.kafka import assigned_consumer, ensure_topics
+from stream.kafka import assigned_consumer, ensure_topics, partition_for
 from stream.producer import MALFORMED, produce, synthetic_events
 from stream.settings import Settings
 from stream.subscriber import open_record
@@ -50,8 +50,9 @@ def test_2000_events_20_malformed(broker, tmp_path: Path) -> None:  # noqa: ANN0
     items = synthetic_events(SyntheticConfig(events=2200, seed=3))[:1980]
     produce(s, broker.bootstrap, items, inject_malformed=20, seed=3, progress=False)  # before the worker starts
     launched = time.monotonic()
-    worker = WorkerProcess(bootstrap=broker.bootstrap, state_dir=tmp_path,
-                           env=env | {"LEPTON_KEYS": ring.serialise().strip()})
+    worker = WorkerProcess(bootstrap=broker.bootstrap, state_dir=tmp_path,  # small producer batches: several a
+                           env=env | {"LEPTON_KEYS": ring.serialise().strip(),  # partition per micro-batch
+                                      "LEPTON_PRODUCER_BATCH_BYTES": "16384"})
     try:
         worker.wait_ready()
         first = None
@@ -102,8 +103,12 @@ def test_2000_events_20_malformed(broker, tmp_path: Path) -> None:  # noqa: ANN0
     preds = _drain(s, broker.bootstrap, s.topic_predictions, int(m["lepton_predictions_total"]))
     assert len(preds) == m["lepton_predictions_total"] > 0
     nodes_with_partners = 0
-    for msg in preds:
+    last: dict[int, tuple[float, int]] = {}
+    for msg in sorted(preds, key=lambda x: (x.partition, x.offset)):
         obj = open_record(ring, s.topic_predictions, msg.key, msg.value)
+        assert msg.partition == partition_for(msg.key, s.output_partitions)  # the partition ``send`` would pick
+        assert last.get(msg.partition, (0.0, -1)) <= (obj["generated_at"], msg.offset)  # batch order kept
+        last[msg.partition] = (obj["generated_at"], msg.offset)
         assert obj["node"] == msg.key.decode() and len(obj["predictions"]) <= 10
         assert all(0.0 <= p["p"] <= 1.0 and p["node"] != obj["node"] for p in obj["predictions"])
         nodes_with_partners += bool(obj["predictions"])

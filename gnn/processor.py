@@ -319,7 +319,9 @@ class Processor:
         ids = self.graph.node_ids([e.node for e in events], create=True)
         self.features.sync(self.graph)
         self.features.set_supplied(ids, np.array([e.features for e in events], np.float32))
-        self.engine.update([], feature_nodes=ids)
+        stats = self.engine.update([], feature_nodes=ids)
+        if self._index is not None:  # the rows they moved, as a batch's
+            self._index.refresh(self.engine.embeddings, self.graph.n_rows, stats.moved)
         return len(events)
 
     # ---- helpers ------------------------------------------------------------------------------

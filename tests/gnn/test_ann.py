@@ -94,3 +94,20 @@ def test_compiled_write_of_moved_rows_equals_the_torch_path(monkeypatch: pytest.
         index.refresh(moved, 20_000, np.arange(1, 20_000, 2))  # 10k rows: split over threads
         tables.append(index._table.clone())
     assert torch.allclose(tables[0], tables[1], atol=1e-6) and not torch.allclose(tables[0], index._unit(h[index._rows]))
+
+
+def test_a_reassignment_reads_only_moved_rows_and_equals_assigning_every_row() -> None:
+    h = _clustered(6000, seed=6)
+    index = IVFIndex(nprobe=4, seed=0, tail_fraction=0.5)
+    index.refresh(h, 6000)
+    moved = np.arange(1, 6000, 3)
+    h2 = h.clone()
+    h2[moved] = _clustered(6000, seed=7)[moved]  # a third of the rows jump elsewhere
+    index.refresh(h2, 6000, moved)
+    grown = torch.cat([h2, _clustered(50, seed=8)])  # and a tail
+    index.refresh(grown, 6050)
+    assert index._dirty[moved].all() and index._dirty.sum() == len(moved)
+    index._sort(grown, 6050, reassign=True)
+    every = (index._unit(grown[1:]) @ index._cent.T).argmax(1).numpy()
+    assert (index._cell[1:] == every).all() and not index._dirty.any()
+    assert torch.allclose(index._table, index._unit(grown[index._rows]), atol=1e-6)

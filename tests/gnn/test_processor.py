@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import torch
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -291,3 +292,18 @@ def test_auto_search_takes_the_index_for_a_batch_of_many_touched_nodes() -> None
     assert all(len(x.partners) == cfg.top_k for x in many.predictions)
     p.process([EdgeEvent(src="n1", dst="n9", ts=3.0)], now=3.0)  # the index stays current from now on
     assert p._index._sorted == p.graph.n_rows
+
+
+def test_node_features_refresh_the_index_rows_they_move() -> None:
+    from gnn.events import NodeEvent
+
+    rng = np.random.default_rng(6)
+    p = Processor(dataclasses.replace(CFG, ann="ivf", feature_dim=2))
+    p.preload(pd.DataFrame({"src": [f"n{i}" for i in rng.integers(0, 99, 600)],
+                            "dst": [f"n{i}" for i in rng.integers(0, 99, 600)]}))
+    p.process([EdgeEvent(src="n1", dst="n2", ts=1.0)], now=1.0)  # builds the index
+    before = p._index._table.clone()
+    p.set_node_features([NodeEvent(node=f"n{i}", features=(3.0, -2.0), ts=2.0) for i in range(10)])
+    index = p._index
+    assert not torch.allclose(before, index._table)  # the supplied features moved rows ...
+    assert torch.allclose(index._table, index._unit(p.engine.embeddings[index._rows]), atol=1e-6)  # ... all of them

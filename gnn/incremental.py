@@ -87,6 +87,8 @@ class Engine:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update({"total": None} | state)  # a snapshot from before the running sum has none
+        if self.h and self.device.type == "cpu":
+            self._reserve()  # a snapshot holds the caches' rows only
 
     # ---- public -------------------------------------------------------------------------
     @property
@@ -125,6 +127,7 @@ class Engine:
             self.h.append(out)
         self._known = n
         self.total = None  # recomputed on the next mean_embedding()
+        self._reserve()
 
     def to(self, device: str) -> "Engine":
         """Move the model and every cache to ``device`` (a loaded snapshot may run elsewhere)."""
@@ -286,11 +289,35 @@ class Engine:
         have = self.h[0].shape[0]
         if n_rows <= have:
             return
-        cap = max(n_rows, int(have * 1.5) + 16)
-        self.h, self.p = [pad_rows(t, cap) for t in self.h], [pad_rows(t, cap) for t in self.p]
-        self.a = [torch.cat([t, layer.lin_self.bias.expand(cap - have, -1)])  # a new row's self half: the bias
+        # on a CPU the caches are views with room behind them: extend them row by row (a cap
+        # beyond the rows needed would write that many rows now); elsewhere, by half at a time
+        cap = n_rows if self.device.type == "cpu" else max(n_rows, int(have * 1.5) + 16)
+        self.h, self.p = [_extend(t, cap, 0.0) for t in self.h], [_extend(t, cap, 0.0) for t in self.p]
+        self.a = [_extend(t, cap, layer.lin_self.bias)  # a new row's self half: the bias
                   for t, layer in zip(self.a, self.model.layers)]
-        self.den = pad_rows(self.den, cap)
+        self.den = _extend(self.den, cap, 0.0)
+
+    def _reserve(self) -> None:
+        """Move every cache into an allocation with room to grow (:func:`_extend`): at start-up
+        and after a load, so that the stream's first new nodes do not copy them all."""
+        self.h, self.p, self.a = ([_extend(t, t.shape[0], 0.0, fresh=True) for t in ts] for ts in (self.h, self.p, self.a))
+        self.den = _extend(self.den, self.den.shape[0], 0.0, fresh=True)
+
+
+def _extend(t: torch.Tensor, rows: int, fill: float | torch.Tensor, *, fresh: bool = False) -> torch.Tensor:
+    """``t`` with rows up to ``rows``, the new ones set to ``fill``. On a CPU a cache is a view of
+    an allocation of twice the rows it had when it last moved: growing within it writes only the
+    new rows, where copying every cache at once had stalled the stream (100k nodes: 367 ms in
+    the worker at its first new node; seconds at 1M). The untouched rest is address space,
+    not memory (pages are backed when first written). ``fresh``: move into a new allocation."""
+    have = t.shape[0]
+    base = t._base if t._base is not None else t
+    if fresh or t.device.type != "cpu" or base.data_ptr() != t.data_ptr() or base.shape[0] < rows:
+        base = t.new_empty((2 * rows + 16 if t.device.type == "cpu" else rows, *t.shape[1:]))
+        base[:have] = t
+    out = base[:rows]
+    out[have:] = fill
+    return out
 
 
 def _project(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -181,3 +181,21 @@ def test_new_isolated_nodes_are_embedded_alone_and_exactly() -> None:
     c = g.node_ids(["new-c"])[0]
     eng.update([g.add_edges(np.array([a, c]), np.array([b, a]), np.ones(2, np.float32))])
     assert (eng.embeddings - eng.reference()[: g.n_rows]).abs().max() <= 1e-5
+
+
+def test_caches_grow_in_place_into_their_reserve_and_stay_exact() -> None:
+    eng = _engine(False, "mean", "torch", 0.15)
+    g = eng.graph
+    g.add_edges(*(g.node_ids([f"v{i}" for i in range(n, n + 40)], create=True) for n in (0, 1)))
+    eng.full_refresh()  # a start-up: the caches move into allocations of twice their rows
+    rows, base = eng.h[-1].shape[0], eng.h[-1]._base
+    assert base is not None and base.shape[0] >= 2 * rows
+    grown = 0
+    for step_ in range(12):  # a few new nodes at a time: views of the same allocations, then one move
+        new = g.node_ids([f"w{step_}_{j}" for j in range(8)], create=True)
+        eng.update([g.add_edges(new, g.node_ids([f"v{j}" for j in range(8)]))])
+        grown += eng.h[-1]._base.data_ptr() != base.data_ptr()
+        base = eng.h[-1]._base
+        assert all(t._base is not None and t.shape[0] == g.n_rows for t in eng.h + eng.p + eng.a)
+        assert float((eng.reference() - eng.embeddings).abs().max()) <= 1e-4
+    assert grown == 1  # ~42 rows reserve ~100: 7 steps fit, the 8th moves (into twice its rows), the rest fit

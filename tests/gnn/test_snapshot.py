@@ -45,12 +45,15 @@ def test_loaded_snapshot_continues_identically(tmp_path: Path) -> None:
     assert delta and p.graph.delta_arcs == delta  # saving (its summary) left the graph as it was: no compaction
     q, meta = load_snapshot(path)
     assert meta["offsets"] == {"lepton.edges": {"0": 1500}} and meta["summary"] == summary(p)
+    assert all(t._base is not None and t._base.shape[0] >= 2 * t.shape[0] for t in q.engine.h)  # room to grow
     assert _run(q, batches[6:]) == _run(p, batches[6:])  # predictions, alerts, priors, anomaly scores
     assert summary(q) == summary(p)
     for a, b in zip(q.engine.h, p.engine.h):
         assert torch.equal(a, b)
     ref = q.engine.reference()
     assert float((ref - q.engine.embeddings).abs().max()) <= 1e-4  # the loaded cache is still exact
+    saved = sum(f.stat().st_size for f in (path / "arrays").iterdir())  # the caches' rows, not their reserve
+    assert saved < 2 * sum(t.numel() * t.element_size() for t in p.engine.h + p.engine.p + p.engine.a) + (1 << 20)
 
 
 def test_snapshots_are_atomic_and_pruned(tmp_path: Path) -> None:

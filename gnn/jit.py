@@ -35,7 +35,7 @@ def _enabled() -> bool:
 
 
 ENABLED = _enabled()
-_POOL: list[ThreadPoolExecutor] = []  # one pool per process, made on first use
+_POOL: list[tuple[ThreadPoolExecutor, int]] = []  # (pool, its threads): one per process, made on first use
 _SPLIT = [0]  # threads a compiled loop is split over; 0: every core this process may use
 
 
@@ -83,8 +83,8 @@ def in_threads(fn: Callable[[int, int], T], n: int, parts: int) -> list[T]:
     GIL); with ``parts <= 1`` or ``n < parts`` it is one plain call."""
     if parts <= 1 or n < parts:
         return [fn(0, n)]
-    if not _POOL or _POOL[0]._max_workers < parts - 1:
-        _POOL[:] = [ThreadPoolExecutor(parts - 1, thread_name_prefix="lepton-jit")]
+    if not _POOL or _POOL[0][1] < parts - 1:
+        _POOL[:] = [(ThreadPoolExecutor(parts - 1, thread_name_prefix="lepton-jit"), parts - 1)]
     cuts = [n * i // parts for i in range(parts + 1)]
-    later = [_POOL[0].submit(fn, lo, hi) for lo, hi in pairwise(cuts[1:])]
+    later = [_POOL[0][0].submit(fn, lo, hi) for lo, hi in pairwise(cuts[1:])]
     return [fn(cuts[0], cuts[1])] + [f.result() for f in later]

@@ -127,8 +127,9 @@ class BatchResult:
 
 # Serving policy: a restored processor takes these from the current settings (restart with a new
 # LEPTON_TOP_K, say); every other field shapes the model or its state and stays the snapshot's.
-SERVING = ("top_k", "candidates", "ann", "ann_min_nodes", "ann_min_work", "ann_nprobe", "hop_fanout", "predictions_per_event",
-           "alert_rate", "alert_warmup", "storm_max", "refit_every", "train_per_batch", "full_fraction")
+SERVING = ("top_k", "candidates", "ann", "ann_min_nodes", "ann_min_work", "ann_nprobe", "hop_fanout",
+           "predictions_per_event", "alert_rate", "alert_warmup", "storm_max", "refit_every", "train_per_batch",
+           "full_fraction")
 PREDICTION_FLOOR = 16  # a budgeted batch still publishes this many: waiting nodes drain while batches flow
 
 

@@ -655,7 +655,9 @@ class Worker:
             acks = []
             for key, value in records:
                 q = parts[partition_for(key, len(parts))]
-                b = open_.get(q) or open_.setdefault(q, producer.create_batch())
+                b = open_.get(q)
+                if b is None:
+                    b = open_[q] = producer.create_batch()
                 if b.append(key=key, value=value, timestamp=None) is None:  # full (it closed itself): send it
                     acks.append(await producer.send_batch(b, topic, partition=q))
                     b = open_[q] = producer.create_batch()

@@ -23,6 +23,7 @@ import torch
 
 from gnn.arrays import grown
 from gnn.jit import compiled, in_threads, split
+from gnn.kernels import torch_split
 
 __all__ = ["IVFIndex"]
 
@@ -163,7 +164,7 @@ class IVFIndex:
         jobs = [(int(self._start[c]), lo, n, at, m) for c, lo, n, at, m in
                 zip(cells.tolist(), first.tolist(), count.tolist(), block.tolist(), size.tolist()) if m]
         work = np.cumsum([n * m for _, _, n, _, m in jobs])
-        parts = _product_threads(total, self._table.device)
+        parts = torch_split(total, _THREADED_FLOATS, self._table.device)
         cuts = np.searchsorted(work, np.arange(parts + 1) * (total / parts), "right").tolist()
 
         def products(lo_: int, hi_: int) -> None:
@@ -231,7 +232,7 @@ class IVFIndex:
                 x = self._unit(h[torch.from_numpy(rows_).to(h.device)])
                 cell[rows_ - 1] = (x @ self._cent.T).argmax(1).cpu().numpy()
 
-        in_threads(assign, len(todo), _product_threads(len(todo) * len(self._cent), h.device))
+        in_threads(assign, len(todo), torch_split(len(todo) * len(self._cent), _THREADED_FLOATS, h.device))
         self._cell = np.r_[-1, cell]
         self._dirty = np.zeros(n, np.bool_) if reassign else self._dirty
         order = np.argsort(cell, kind="stable")
@@ -253,15 +254,6 @@ class IVFIndex:
         table, src, mean = self._table.numpy(), h.contiguous().numpy(), self._mean[0].numpy()
         in_threads(lambda lo, hi: _write_compiled(table, pos[lo:hi], src, rows[lo:hi], mean), len(rows),
                    split(len(rows), _THREADED_ROWS))
-
-
-def _product_threads(similarities: int, device: torch.device) -> int:
-    """Threads for torch products yielding ``similarities`` values: the serving split where torch
-    runs one thread on a CPU (the worker); with more, its own pool splits them, and splitting
-    again oversubscribed the cores (1,854 queries in process: 56 → 43 ms without)."""
-    if device.type != "cpu" or torch.get_num_threads() != 1:
-        return 1
-    return split(similarities, _THREADED_FLOATS)
 
 
 @compiled("int64[:, ::1](float32[::1], int64[::1], int64[::1], int64[::1], int64[::1], int64[::1], int64, int64)")

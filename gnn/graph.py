@@ -72,6 +72,12 @@ class CSR:
     def nnz(self) -> int:
         return int(self.indices.shape[0])
 
+    def slice_rows(self, lo: int, hi: int) -> "CSR":
+        """Local rows ``lo:hi`` as a CSR of their own (views; the offsets rebased)."""
+        a, b = int(self.indptr[lo]), int(self.indptr[hi])
+        return CSR(indptr=self.indptr[lo:hi + 1] - a, indices=self.indices[a:b], weights=self.weights[a:b],
+                   rows=self.rows[lo:hi], n_cols=self.n_cols)
+
 
 @dataclass(frozen=True)
 class ArcDelta:

@@ -199,3 +199,33 @@ def test_caches_grow_in_place_into_their_reserve_and_stay_exact() -> None:
         assert all(t._base is not None and t.shape[0] == g.n_rows for t in eng.h + eng.p + eng.a)
         assert float((eng.reference() - eng.embeddings).abs().max()) <= 1e-4
     assert grown == 1  # ~42 rows reserve ~100: 7 steps fit, the 8th moves (into twice its rows), the rest fit
+
+
+@pytest.mark.parametrize("aggregator", ["mean", "wmean"])
+def test_full_passes_in_row_slices_on_split_threads_equal_one_pass(monkeypatch: pytest.MonkeyPatch,
+                                                                    aggregator: str) -> None:
+    """Where torch runs one thread (the worker), a full pass runs its row slices side by side:
+    the same sums, bit for bit, as one pass, at start-up and at a full layer mid-stream."""
+    parts: list[int] = []
+    real = incremental.in_threads
+    monkeypatch.setattr(incremental, "in_threads", lambda fn, n, k: parts.append(k) or real(fn, n, k))
+    monkeypatch.setattr("gnn.jit._SPLIT", [3])  # three slices, whatever the cores
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        engines = []
+        for work in (1 << 60, 0):  # one slice, then three
+            monkeypatch.setattr(incremental, "_THREADED_WORK", work)
+            eng = _engine(False, aggregator, "auto", 0.0)  # full fraction 0: every layer a full pass
+            g, rng = eng.graph, np.random.default_rng(7)
+            ids = lambda k: g.node_ids([f"v{i}" for i in rng.integers(0, 300, k)], create=True)  # noqa: E731
+            g.add_edges(ids(2000), ids(2000), rng.uniform(0.5, 2.0, 2000).astype(np.float32))
+            eng.full_refresh()
+            eng.update([g.add_edges(ids(50), ids(50), rng.uniform(0.5, 2.0, 50).astype(np.float32))])
+            engines.append(eng)
+    finally:
+        torch.set_num_threads(before)
+    assert 1 in parts and 3 in parts  # both ways ran
+    one, three = engines
+    assert all(torch.equal(a, b) for a, b in zip(one.p, three.p))
+    assert float((three.reference() - three.embeddings).abs().max()) <= 1e-4

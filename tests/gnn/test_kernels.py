@@ -8,7 +8,7 @@ import torch
 
 from gnn.errors import KernelError
 from gnn.graph import DynamicGraph
-from gnn.kernels import aggregate, dgl_available, resolve_backend, scatter_sum, set_threads
+from gnn.kernels import aggregate, dgl_available, resolve_backend, scatter_sum, set_threads, torch_split
 
 BACKENDS = ["torch"] + (["dgl"] if dgl_available() else [])
 
@@ -125,3 +125,16 @@ def test_set_threads_reaches_both_backends() -> None:
             set_threads(0)
     finally:
         set_threads(before)
+
+
+def test_torch_split_splits_only_where_torch_runs_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gnn.jit._SPLIT", [3])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch_split(100, 10, "cpu") == 3 and torch_split(5, 10, "cpu") == 1  # below the threshold: one
+        assert torch_split(100, 10, "cuda") == 1
+        torch.set_num_threads(2)  # torch's own pool splits its kernels: not again
+        assert torch_split(100, 10, "cpu") == 1
+    finally:
+        torch.set_num_threads(before)

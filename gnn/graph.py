@@ -468,8 +468,7 @@ class _Adjacency:
 
     def lookup(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised (exists, weight) of arcs (row, col)."""
-        rows = np.ascontiguousarray(rows, np.int64)
-        cols = np.ascontiguousarray(cols, np.int64)
+        rows, cols = _int64s(rows), _int64s(cols)
         if _lookup_compiled is not None:
             store = (self.indptr, self.idx, self.w, self.alive, self.d_keys, self.d_w, self.d_deg)
             parts = in_threads(lambda lo, hi: _lookup_compiled(*store, rows[lo:hi], cols[lo:hi]), len(rows),
@@ -790,3 +789,9 @@ class _Grow:
 
     def view(self) -> np.ndarray:
         return self.a[: self.n]
+
+
+def _int64s(a: np.ndarray) -> np.ndarray:
+    """Contiguous, writable int64 ids: compiled loops refuse read-only views (``np.broadcast_to``)."""
+    a = np.ascontiguousarray(a, np.int64)
+    return a if a.flags.writeable else a.copy()

@@ -62,12 +62,13 @@ class ProcessorConfig:
     full_fraction: float = 0.15  # a layer's scatter beyond this share of a full pass's work: one SpMM instead
     prune_eps: float | None = None
     top_k: int = 10  # 0 = no predictions (scoring-only runs)
-    candidates: int = 20  # nearest neighbours by embedding, and 2-hop nodes, per touched node
+    candidates: int = 10  # nearest neighbours by embedding, and 2-hop nodes, per touched node
     ann: Literal["auto", "exact", "ivf"] = "auto"  # nearest-neighbour search; auto: IVF from ann_min_nodes
     ann_min_nodes: int = 50_000
     ann_min_work: int = 2_000_000  # auto: IVF also for a batch whose exact search would take queries x rows >= this
     ann_nprobe: int = 16
     hop_fanout: int = 5  # neighbours expanded for the 2-hop candidates
+    hubs: int = 10  # the nodes of highest in-degree, also candidates of every touched node
     predictions_per_event: float = 0.0  # top-k budget per batch (x events, at least PREDICTION_FLOOR); 0: every touched node
     refit_every: int = 5_000  # new positive samples between online decoder fits
     train_per_batch: int = 512  # online training pairs a batch adds at most: a seeded sample of its adds
@@ -127,7 +128,7 @@ class BatchResult:
 
 # Serving policy: a restored processor takes these from the current settings (restart with a new
 # LEPTON_TOP_K, say); every other field shapes the model or its state and stays the snapshot's.
-SERVING = ("top_k", "candidates", "ann", "ann_min_nodes", "ann_min_work", "ann_nprobe", "hop_fanout",
+SERVING = ("top_k", "candidates", "hubs", "ann", "ann_min_nodes", "ann_min_work", "ann_nprobe", "hop_fanout",
            "predictions_per_event", "alert_rate", "alert_warmup", "storm_max", "refit_every", "train_per_batch",
            "full_fraction")
 PREDICTION_FLOOR = 16  # a budgeted batch still publishes this many: waiting nodes drain while batches flow
@@ -163,6 +164,7 @@ class Processor:
         self.scored = 0
         self._index: IVFIndex | None = None  # built lazily; not part of a snapshot (rebuilt after a load)
         self._staged: LogisticDecoder | None = None  # a finished fit waiting for install_due
+        self._hubs: np.ndarray | None = None  # the ``hubs`` most linked nodes (None: rank every node next)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_index"} | {"_index": None}
@@ -170,6 +172,7 @@ class Processor:
     def __setstate__(self, state: dict) -> None:
         state.setdefault("_waiting", OrderedDict())  # snapshots from before the prediction budget
         state.setdefault("_staged", None)  # snapshots from before staged fits
+        state.setdefault("_hubs", None)  # snapshots from before hub candidates
         self.__dict__.update(state)
 
     def reconfigure(self, config: ProcessorConfig) -> tuple[dict[str, tuple], dict[str, tuple]]:
@@ -186,6 +189,8 @@ class Processor:
         self.link.refit_every, self.engine.full_fraction = self.config.refit_every, self.config.full_fraction
         if any(k.startswith("ann") for k in changed):
             self._index = None  # rebuilt with the new search settings on first use
+        if "hubs" in changed:
+            self._hubs = None
         return changed, {k: v for k, v in diff.items() if k not in SERVING}
 
     @property
@@ -270,6 +275,7 @@ class Processor:
         anomaly = self.detector.score(src[a], dst[a], ts, priors)
         t2 = time.perf_counter()
         changes, missing = self._apply(events, src, dst)
+        self._hubs = self._most_linked(changes)
         self.link.features.observe(src[a], dst[a], ts)
         t3 = time.perf_counter()
         stats = self.engine.update(changes)
@@ -304,6 +310,7 @@ class Processor:
                           else table.assign(weight=1.0))
         self.features.sync(self.graph)
         self.engine.full_refresh()
+        self._hubs = None
         return added
 
     def save(self, path: str, meta: dict | None = None) -> str:
@@ -387,6 +394,23 @@ class Processor:
             i = j
         return changes, missing
 
+    def _most_linked(self, changes: list[Applied]) -> np.ndarray | None:
+        """The ``hubs`` nodes of highest in-degree, most linked first. Adds only raise degrees,
+        so after a batch of adds they lie among the last ones and the nodes whose degree
+        changed; after removes, a start or a load every node is ranked (1M nodes: ~5 ms)."""
+        m = self.config.hubs
+        if not m:
+            return None
+        deg = np.asarray(self.graph.in_degree())
+        if self._hubs is None or any(c.removed for c in changes):
+            pool = np.arange(1, len(deg), dtype=np.int64)
+        else:
+            pool = np.unique(np.concatenate([self._hubs, *(c.degree_changed for c in changes)]))
+        pool = pool[pool > 0]
+        if len(pool) > m:
+            pool = pool[np.argpartition(-deg[pool], m - 1)[:m]]
+        return pool[np.argsort(-deg[pool], kind="stable")]
+
     def _storm(self, events: list[EdgeEvent], scores: np.ndarray) -> Alert:
         """One summary alert for a batch with more than ``storm_max`` alerting edges."""
         counts = Counter(n for e in events for n in (e.src, e.dst))  # was max(set, key=list.count): O(n·distinct)
@@ -401,7 +425,9 @@ class Processor:
 
     def _topk(self, nodes: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-k new partners per node: candidates = embedding nearest neighbours ∪ 2-hop
-        neighbourhood (capped), ranked by the link model; current neighbours are excluded.
+        neighbourhood (capped) ∪ the most linked nodes (``hubs``: on UCI, Bitcoin-Alpha and
+        DARPA the served lists' hits@10 rose ~1.3×, ~1.2× and ~57×; README), ranked by the link
+        model; current neighbours are excluded.
         Returns (partners, probabilities, bounds): node i's best first at ``bounds[i]:bounds[i + 1]``."""
         g, k, c, h = self.graph, self.config.top_k, self.config.candidates, self.engine.embeddings
         if len(nodes) == 0 or k == 0:  # top_k = 0: scoring only (evaluations)
@@ -417,6 +443,12 @@ class Processor:
         fresh = ~g.edge_lookup(nodes[hop_own], s_node)[0]  # _nearest already left current neighbours out
         own.append(hop_own[fresh])
         cand.append(s_node[fresh])
+        if self._hubs is not None and len(self._hubs):  # the most linked nodes, for every touched node
+            h_own = np.repeat(np.arange(len(nodes), dtype=np.int64), len(self._hubs))
+            h_node = np.tile(self._hubs, len(nodes))
+            fresh = ~g.edge_lookup(nodes[h_own], h_node)[0]
+            own.append(h_own[fresh])
+            cand.append(h_node[fresh])
         keys = np.unique((np.concatenate(own) << 32) | np.concatenate(cand).astype(np.int64))
         own_all, c_all = keys >> 32, keys & 0xFFFFFFFF
         keep = (c_all > 0) & (c_all != nodes[own_all])

@@ -499,6 +499,38 @@ def eval_online(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JS
         json_path.write_text(text + "\n")
 
 
+@eval_app.command("served")
+def eval_served(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JSON lines, Parquet, DARPA zip), in time order"),
+                preload: int = typer.Option(0, help="edges bulk-loaded first (no lists served for them)"),
+                events: Optional[int] = typer.Option(None, help="edges streamed after the preload (default: all)"),
+                batch: int = typer.Option(200, help="events per micro-batch"),
+                top_k: int = typer.Option(10, help="LEPTON_TOP_K: partners per served list"),
+                candidates: int = typer.Option(10, help="LEPTON_CANDIDATES: embedding and 2-hop candidates per node"),
+                hubs: int = typer.Option(10, help="LEPTON_HUBS: most linked nodes added to every node's candidates"),
+                seed: int = typer.Option(0, help="model and sampling seed"),
+                json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
+    """Hits@k and MRR of the lists the service publishes: was each new edge's partner in the list last served?"""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    from gnn.io import read_edges  # noqa: PLC0415
+    from gnn.processor import ProcessorConfig  # noqa: PLC0415
+    from gnn.served_eval import evaluate_served  # noqa: PLC0415
+
+    table = read_edges(dataset)
+    config = ProcessorConfig(top_k=top_k, candidates=candidates, hubs=hubs, seed=seed)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]batches"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        task = bar.add_task("eval", total=None)
+        res = evaluate_served(table, config, preload=preload, events=events, batch=batch,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    result = {"dataset": str(dataset), "preload": preload, "batch": batch, "top_k": top_k, "candidates": candidates,
+              "hubs": hubs, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+
+
 @state_app.command("inspect")
 def state_inspect(state_dir: Path = typer.Option(Path(".lepton"), help="the worker's LEPTON_STATE_DIR"),
                   as_json: bool = typer.Option(False, "--json", help="print JSON only"),

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     top_k: int = Field(10, ge=1)
     predictions_per_event: float = Field(0.0, ge=0, description="top-k budget of a batch per event it holds (at "
                                          "least 16); touched nodes beyond it wait, oldest first; 0: every touched node")
+    candidates: int = Field(10, ge=0, description="top-k candidates per touched node: this many embedding nearest "
+                            "neighbours and about as many 2-hop nodes")
+    hubs: int = Field(10, ge=0, description="the most linked nodes (in-degree), also candidates of every touched node")
     ann: Literal["auto", "exact", "ivf"] = Field(
         "auto", description="embedding nearest-neighbour search for top-k candidates (auto: IVF from ann_min_nodes)")
     ann_min_nodes: int = Field(50_000, ge=0)
@@ -164,7 +167,7 @@ class Settings(BaseSettings):
                                predictions_per_event=self.predictions_per_event, refit_every=self.refit_every,
                                train_per_batch=self.train_per_batch,
                                ann=self.ann, ann_min_nodes=self.ann_min_nodes, ann_min_work=self.ann_min_work,
-                               ann_nprobe=self.ann_nprobe,
+                               ann_nprobe=self.ann_nprobe, candidates=self.candidates, hubs=self.hubs,
                                model_path=str(self.model) if self.model else None, alert_rate=self.alert_rate,
                                tick_seconds=self.tick_seconds, seed=self.seed, activity_window=self.activity_window,
                                anomaly_weights=parse_weights(self.anomaly_weights) if self.anomaly_weights else None)

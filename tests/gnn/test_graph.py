@@ -134,6 +134,8 @@ def test_sorted_delta_lookup_follows_adds_removes_and_compaction() -> None:
     u, v = np.repeat(ids, len(ids)), np.tile(ids, len(ids))
     g.add_edges(ids[:10], ids[10:20])
     assert g.edge_lookup(u, v)[0].sum() == 10  # builds the index
+    one = np.broadcast_to(ids[:1], (len(ids),))  # a read-only view (compiled loops refuse those): copied
+    assert g.edge_lookup(one, ids)[0].sum() == 1
     g.add_edges(ids[20:30], ids[30:40], np.full(10, 2.0, np.float32))  # new delta keys
     exists, w = g.edge_lookup(ids[20:30], ids[30:40])
     assert exists.all() and (w == 2.0).all()

@@ -307,3 +307,29 @@ def test_node_features_refresh_the_index_rows_they_move() -> None:
     index = p._index
     assert not torch.allclose(before, index._table)  # the supplied features moved rows ...
     assert torch.allclose(index._table, index._unit(p.engine.embeddings[index._rows]), atol=1e-6)  # ... all of them
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(event, min_size=1, max_size=60), st.integers(1, 15))
+def test_hub_candidates_follow_the_degrees_through_adds_and_removes(raw: list, batch: int) -> None:
+    p = Processor(dataclasses.replace(CFG, hubs=3))
+    evs = _events(raw)
+    for i in range(0, len(evs), batch):
+        p.process(evs[i:i + batch], now=0.0)
+        deg = np.asarray(p.graph.in_degree())
+        want = np.sort(deg[1:])[::-1][:3]  # kept incrementally over adds: the same degrees as ranking all
+        assert p._hubs is not None and (deg[p._hubs] == want).all()
+
+
+def test_hubs_are_served_to_nodes_not_yet_linked_to_them() -> None:
+    """A star's centre is a candidate of every other node; with ``hubs=0`` it is not reached."""
+    star = [EdgeEvent("hub", f"leaf{i}", float(i)) for i in range(30)]
+    late = [EdgeEvent(f"x{i}", f"y{i}", 100.0 + i) for i in range(5)]  # pairs far from the star
+    served = {}
+    for hubs in (1, 0):
+        p = Processor(dataclasses.replace(CFG, hubs=hubs, top_k=10, candidates=2))
+        p.process(star, now=30.0)
+        r = p.process(late, now=105.0)
+        served[hubs] = [pred for pred in r.predictions if pred.node.startswith("x")]
+    assert served[1] and all("hub" in dict(pred.partners) for pred in served[1])
+    assert not any("hub" in dict(pred.partners) for pred in served[0])

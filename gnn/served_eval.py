@@ -1,0 +1,102 @@
+"""How good are the predictions the service publishes? Hits@k of each node's next new partner.
+
+The stream goes through :class:`~gnn.processor.Processor` batch by batch, as the worker runs
+it. After each batch every touched node has a published top-k (its latest replaces the one
+before). Before a batch is applied, each of its ``add`` events whose two nodes are not yet
+linked is a question: was ``dst`` in the top-k last published for ``src``? (Undirected
+graphs ask both ways.) A node with no published list yet, or a pair already linked (the
+top-k leaves current neighbours out by design), is not a question; ``answered`` is the share
+of new pairs whose node had a list. Reported over the questions: hits@1, hits@5, hits@k and
+MRR (1 / rank, 0 when absent); two baselines' hits@k: the k nodes of highest degree that are
+not yet the node's neighbours (popularity, as of the question), and k random nodes.
+
+This is the measure for serving settings that trade work for quality (``candidates``,
+``hop_fanout``, ``ann_nprobe``, the prediction budget): they change which lists are served,
+not how pairs are scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gnn.events import EdgeEvent
+from gnn.processor import Processor, ProcessorConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from gnn.graph import DynamicGraph
+
+__all__ = ["evaluate_served"]
+
+
+def evaluate_served(table: "pd.DataFrame", config: ProcessorConfig, *, preload: int = 0, events: int | None = None,
+                    batch: int = 1_000, progress: Callable[[int, int], None] | None = None) -> dict[str, float | int]:
+    """Preload ``table``'s first ``preload`` edges, stream up to ``events`` more in ``batch``-event
+    batches and score the lists served along the way (see the module docstring)."""
+    if config.top_k < 1:
+        raise ValueError(f"served predictions need top_k >= 1, got {config.top_k}")
+    p = Processor(config)
+    if preload:
+        p.preload(table.iloc[:preload].astype({"src": str, "dst": str}))
+    rest = table.iloc[preload:] if events is None else table.iloc[preload:preload + events]
+    weight = rest["weight"].to_numpy(np.float64) if "weight" in rest else np.ones(len(rest))
+    op = rest["op"].to_numpy() if "op" in rest else np.full(len(rest), "add")
+    stream = [EdgeEvent(a, b, float(t), float(w), str(o)) for a, b, t, w, o in  # type: ignore[arg-type]
+              zip(rest["src"].astype(str), rest["dst"].astype(str), rest["ts"], weight, op)]
+    served: dict[str, dict[str, int]] = {}  # node -> {partner: rank from 1} of its latest list
+    ranks: list[int] = []  # per question: the partner's rank, 0 when absent
+    new_pairs, fits, popular, n = 0, 0, 0, (len(stream) + batch - 1) // batch
+    for b, lo in enumerate(range(0, len(stream), batch)):
+        part = stream[lo:lo + batch]
+        g = p.graph
+        adds = [e for e in part if e.op == "add" and e.src != e.dst]
+        ends = [(e.src, e.dst) for e in adds] + ([] if config.directed else [(e.dst, e.src) for e in adds])
+        ids = g.node_ids([k for pair in ends for k in pair])  # unknown nodes: 0
+        u, v = ids[0::2], ids[1::2]
+        linked = np.zeros(len(ends), np.bool_)
+        known = (u > 0) & (v > 0)
+        linked[known] = g.edge_lookup(u[known], v[known])[0]
+        asked: set[tuple[str, str]] = set()  # a pair repeated within the batch is one question
+        posed: list[int] = []  # index in ``ends`` of each question
+        for i, ((a, c), was) in enumerate(zip(ends, linked.tolist())):
+            if was or (a, c) in asked:
+                continue
+            asked.add((a, c))
+            new_pairs += 1
+            if a in served:
+                ranks.append(served[a].get(c, 0))
+                posed.append(i)
+        popular += _popular_hits(g, u[posed], v[posed], config.top_k)
+        fits += p.refit_in_line()  # the worker's fit schedule, fits done at once (as gnn.online_eval)
+        result = p.process(part, now=part[-1].ts)
+        for pred in result.predictions:
+            served[pred.node] = {name: r for r, (name, _) in enumerate(pred.partners, 1)}
+        if progress:
+            progress(b + 1, n)
+    k = config.top_k
+    r = np.asarray(ranks, np.int64)
+    hit = lambda m: round(float(np.mean((r > 0) & (r <= m))), 4) if len(r) else None  # noqa: E731
+    nodes = max(p.graph.num_nodes, 1)
+    return {"questions": int(len(r)), "new_pairs": new_pairs,
+            "answered": round(len(r) / new_pairs, 4) if new_pairs else None,
+            "hits_at_1": hit(1), "hits_at_5": hit(5), f"hits_at_{k}": hit(k),
+            "mrr": round(float(np.mean(np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0))), 4) if len(r) else None,
+            f"popular_hits_at_{k}": round(popular / len(r), 4) if len(r) else None,
+            f"random_hits_at_{k}": round(min(1.0, k / nodes), 6), "batches": n, "fits": fits, "nodes": p.graph.num_nodes}
+
+
+def _popular_hits(g: "DynamicGraph", u: np.ndarray, v: np.ndarray, k: int) -> int:
+    """Questions (u[i] -> v[i]) whose partner is among the ``k`` highest-degree nodes that are
+    neither u[i] nor already its neighbours."""
+    if not len(u):
+        return 0
+    deg = np.asarray(g.in_degree())
+    top = np.argsort(-deg[1:], kind="stable")[: k + int(deg[u].max()) + 1] + 1  # enough to skip u's neighbours
+    cand = np.broadcast_to(top, (len(u), len(top)))
+    left = (cand != u[:, None]) & ~g.edge_lookup(np.repeat(u, len(top)), cand.ravel())[0].reshape(cand.shape)
+    first = left & (np.cumsum(left, axis=1) <= k)
+    return int(((cand == v[:, None]) & first).any(axis=1).sum())

@@ -229,3 +229,27 @@ def test_full_passes_in_row_slices_on_split_threads_equal_one_pass(monkeypatch: 
     one, three = engines
     assert all(torch.equal(a, b) for a, b in zip(one.p, three.p))
     assert float((three.reference() - three.embeddings).abs().max()) <= 1e-4
+
+
+def test_a_split_full_pass_is_taken_at_a_smaller_share_of_its_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full/scatter threshold counts the threads a full pass's slices run on (the scatter
+    runs on one): with two slices, a layer goes full at half the fanout."""
+    monkeypatch.setattr(incremental, "_THREADED_WORK", 0)
+    monkeypatch.setattr("gnn.jit._SPLIT", [2])
+
+    def full_layers(threads: int, fraction: float) -> int:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            eng = _engine(False, "mean", "torch", fraction)
+            g, rng = eng.graph, np.random.default_rng(3)
+            ids = lambda k: g.node_ids([f"v{i}" for i in rng.integers(0, 400, k)], create=True)  # noqa: E731
+            g.add_edges(ids(3000), ids(3000))
+            eng.full_refresh()
+            return eng.update([g.add_edges(ids(40), ids(40))]).full_layers
+        finally:
+            torch.set_num_threads(before)
+
+    got = {f: (full_layers(1, f), full_layers(2, f)) for f in (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)}
+    assert all(split >= whole for split, whole in got.values())
+    assert any(split > whole for split, whole in got.values()), got

@@ -22,14 +22,17 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Optional, Union
 
 import msgspec
 
 from gnn.errors import EventError
 
-__all__ = ["EdgeEvent", "NodeEvent", "parse_edge", "parse_node", "REASONS", "MAX_ID_LEN", "MAX_EVENT_BYTES",
-           "SCHEMA_VERSION"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["EdgeEvent", "NodeEvent", "parse_edge", "parse_node", "table_events", "REASONS", "MAX_ID_LEN",
+           "MAX_EVENT_BYTES", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 MAX_ID_LEN = 256
@@ -88,6 +91,17 @@ def parse_node(raw: bytes, *, dim: int, record_ts: float) -> NodeEvent:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+def table_events(table: "pd.DataFrame") -> list[EdgeEvent]:
+    """The rows of an edge table (``gnn.io.read_edges``: src, dst, ts[, weight][, op]) as events,
+    in order: what the evaluations replay through a processor."""
+    import numpy as np  # noqa: PLC0415
+
+    weight = table["weight"].to_numpy(np.float64) if "weight" in table else np.ones(len(table))
+    op = table["op"].to_numpy() if "op" in table else np.full(len(table), "add")
+    return [EdgeEvent(a, b, float(t), float(w), str(o)) for a, b, t, w, o in  # type: ignore[arg-type]
+            zip(table["src"].astype(str), table["dst"].astype(str), table["ts"], weight, op)]
+
+
 def _guarded(parse: Callable[..., Any], raw: bytes, **kw: Any) -> Any:
     """``parse(raw, **kw)``, raising nothing but :class:`EventError`: the worker dead-letters
     those and keeps going, while any other exception would fail the batch on every replay.

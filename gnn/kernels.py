@@ -43,8 +43,8 @@ from gnn.jit import split
 # torch 2.2 warns on every CSR construction that the API is "beta"; we pin the version and test it.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-__all__ = ["aggregate", "scatter_sum", "set_threads", "torch_split", "as_tensor", "resolve_backend", "row_weight_sums", "torch_csr",
-           "pad_rows", "Backend", "Op", "dgl_available"]
+__all__ = ["aggregate", "scatter_sum", "set_threads", "torch_split", "as_tensor", "resolve_backend", "row_weight_sums",
+           "torch_csr", "pad_rows", "Backend", "Op", "dgl_available"]
 
 Backend = Literal["auto", "dgl", "torch"]
 Op = Literal["sum", "wsum", "mean", "wmean"]

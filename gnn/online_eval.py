@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gnn.events import EdgeEvent
+from gnn.events import table_events
 from gnn.metrics import average_precision, roc_auc
 from gnn.processor import Processor, ProcessorConfig
 
@@ -35,10 +35,7 @@ def evaluate_online(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
         head = table.iloc[:preload]
         p.preload(head.astype({"src": str, "dst": str}))  # with its weights and removes
     rest = table.iloc[preload:] if events is None else table.iloc[preload:preload + events]
-    weight = rest["weight"].to_numpy(np.float64) if "weight" in rest else np.ones(len(rest))
-    op = rest["op"].to_numpy() if "op" in rest else np.full(len(rest), "add")
-    stream = [EdgeEvent(a, b, float(t), float(w), str(o)) for a, b, t, w, o in  # type: ignore[arg-type]
-              zip(rest["src"].astype(str), rest["dst"].astype(str), rest["ts"], weight, op)]
+    stream = table_events(rest)
     pos: list[np.ndarray] = []
     neg: list[np.ndarray] = []
     fits, n = 0, (len(stream) + batch - 1) // batch

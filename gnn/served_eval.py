@@ -11,8 +11,8 @@ MRR (1 / rank, 0 when absent); two baselines' hits@k: the k nodes of highest deg
 not yet the node's neighbours (popularity, as of the question), and k random nodes.
 
 This is the measure for serving settings that trade work for quality (``candidates``,
-``hop_fanout``, ``ann_nprobe``, the prediction budget): they change which lists are served,
-not how pairs are scored.
+``hubs``, ``hop_fanout``, ``ann_nprobe``, the prediction budget): they change which lists are
+served, not how pairs are scored.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gnn.events import EdgeEvent
+from gnn.events import table_events
 from gnn.processor import Processor, ProcessorConfig
 
 if TYPE_CHECKING:
@@ -43,10 +43,7 @@ def evaluate_served(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
     if preload:
         p.preload(table.iloc[:preload].astype({"src": str, "dst": str}))
     rest = table.iloc[preload:] if events is None else table.iloc[preload:preload + events]
-    weight = rest["weight"].to_numpy(np.float64) if "weight" in rest else np.ones(len(rest))
-    op = rest["op"].to_numpy() if "op" in rest else np.full(len(rest), "add")
-    stream = [EdgeEvent(a, b, float(t), float(w), str(o)) for a, b, t, w, o in  # type: ignore[arg-type]
-              zip(rest["src"].astype(str), rest["dst"].astype(str), rest["ts"], weight, op)]
+    stream = table_events(rest)
     served: dict[str, dict[str, int]] = {}  # node -> {partner: rank from 1} of its latest list
     ranks: list[int] = []  # per question: the partner's rank, 0 when absent
     new_pairs, fits, popular, n = 0, 0, 0, (len(stream) + batch - 1) // batch

@@ -478,25 +478,13 @@ def eval_online(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JS
                 seed: int = typer.Option(0, help="model and sampling seed"),
                 json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
     """Prequential AUC / AP of the online decoder: each batch's training pairs scored before any fit sees them."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
-
-    from gnn.io import read_edges  # noqa: PLC0415
     from gnn.online_eval import evaluate_online  # noqa: PLC0415
     from gnn.processor import ProcessorConfig  # noqa: PLC0415
 
-    table = read_edges(dataset)
-    config = ProcessorConfig(top_k=0, refit_every=refit_every, train_per_batch=train_per_batch, seed=seed)
-    t0 = time.perf_counter()
-    with Progress(TextColumn("[bold]batches"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
-        task = bar.add_task("eval", total=None)
-        res = evaluate_online(table, config, preload=preload, events=events, batch=batch,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
-    result = {"dataset": str(dataset), "preload": preload, "batch": batch, "refit_every": refit_every,
-              "train_per_batch": train_per_batch, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if json_path is not None:
-        json_path.write_text(text + "\n")
+    _run_stream_eval(evaluate_online, dataset, ProcessorConfig(top_k=0, refit_every=refit_every,
+                                                               train_per_batch=train_per_batch, seed=seed),
+                     {"refit_every": refit_every, "train_per_batch": train_per_batch, "seed": seed}, json_path,
+                     preload=preload, events=events, batch=batch)
 
 
 @eval_app.command("served")
@@ -510,21 +498,30 @@ def eval_served(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JS
                 seed: int = typer.Option(0, help="model and sampling seed"),
                 json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
     """Hits@k and MRR of the lists the service publishes: was each new edge's partner in the list last served?"""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
-
-    from gnn.io import read_edges  # noqa: PLC0415
     from gnn.processor import ProcessorConfig  # noqa: PLC0415
     from gnn.served_eval import evaluate_served  # noqa: PLC0415
 
+    _run_stream_eval(evaluate_served, dataset, ProcessorConfig(top_k=top_k, candidates=candidates, hubs=hubs, seed=seed),
+                     {"top_k": top_k, "candidates": candidates, "hubs": hubs, "seed": seed}, json_path,
+                     preload=preload, events=events, batch=batch)
+
+
+def _run_stream_eval(evaluate: Callable[..., dict], dataset: Path, config: Any, settings: dict[str, Any],
+                     json_path: Optional[Path], *, preload: int, events: Optional[int], batch: int) -> None:
+    """Stream ``dataset`` through ``evaluate`` (a processor-replaying evaluation) under a batch
+    progress bar; print (and write) its JSON with the settings it ran with."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    from gnn.io import read_edges  # noqa: PLC0415
+
     table = read_edges(dataset)
-    config = ProcessorConfig(top_k=top_k, candidates=candidates, hubs=hubs, seed=seed)
     t0 = time.perf_counter()
     with Progress(TextColumn("[bold]batches"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         task = bar.add_task("eval", total=None)
-        res = evaluate_served(table, config, preload=preload, events=events, batch=batch,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
-    result = {"dataset": str(dataset), "preload": preload, "batch": batch, "top_k": top_k, "candidates": candidates,
-              "hubs": hubs, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
+        res = evaluate(table, config, preload=preload, events=events, batch=batch,
+                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+    result = {"dataset": str(dataset), "preload": preload, "batch": batch, **settings, **res,
+              "seconds": round(time.perf_counter() - t0, 1)}
     text = json.dumps(result, indent=2)
     print(text)
     if json_path is not None:

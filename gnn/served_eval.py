@@ -7,8 +7,9 @@ linked is a question: was ``dst`` in the top-k last published for ``src``? (Undi
 graphs ask both ways.) A node with no published list yet, or a pair already linked (the
 top-k leaves current neighbours out by design), is not a question; ``answered`` is the share
 of new pairs whose node had a list. Reported over the questions: hits@1, hits@5, hits@k and
-MRR (1 / rank, 0 when absent); two baselines' hits@k: the k nodes of highest degree that are
-not yet the node's neighbours (popularity, as of the question), and k random nodes.
+MRR (1 / rank, 0 when absent); three baselines' hits@k, each a list of k nodes not yet the
+node's neighbours, as of the question: those of highest degree (``popular``), those with the
+most first-time partners lately (``rising``: the pair features' ``fresh`` counts), and random.
 
 This is the measure for serving settings that trade work for quality (``candidates``,
 ``hubs``, ``hop_fanout``, ``ann_nprobe``, the prediction budget): they change which lists are
@@ -46,7 +47,7 @@ def evaluate_served(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
     stream = table_events(rest)
     served: dict[str, dict[str, int]] = {}  # node -> {partner: rank from 1} of its latest list
     ranks: list[int] = []  # per question: the partner's rank, 0 when absent
-    new_pairs, fits, popular, n = 0, 0, 0, (len(stream) + batch - 1) // batch
+    new_pairs, fits, popular, rising, n = 0, 0, 0, 0, (len(stream) + batch - 1) // batch
     for b, lo in enumerate(range(0, len(stream), batch)):
         part = stream[lo:lo + batch]
         g = p.graph
@@ -67,7 +68,10 @@ def evaluate_served(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
             if a in served:
                 ranks.append(served[a].get(c, 0))
                 posed.append(i)
-        popular += _popular_hits(g, u[posed], v[posed], config.top_k)
+        if posed:
+            popular += _list_hits(g, u[posed], v[posed], np.asarray(g.in_degree(), np.float64), config.top_k)
+            rising += _list_hits(g, u[posed], v[posed], p.link.features.fresh.level(np.arange(g.n_rows)),
+                                 config.top_k)
         fits += p.refit_in_line()  # the worker's fit schedule, fits done at once (as gnn.online_eval)
         result = p.process(part, now=part[-1].ts)
         for pred in result.predictions:
@@ -83,16 +87,18 @@ def evaluate_served(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
             "hits_at_1": hit(1), "hits_at_5": hit(5), f"hits_at_{k}": hit(k),
             "mrr": round(float(np.mean(np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0))), 4) if len(r) else None,
             f"popular_hits_at_{k}": round(popular / len(r), 4) if len(r) else None,
+            f"rising_hits_at_{k}": round(rising / len(r), 4) if len(r) else None,
             f"random_hits_at_{k}": round(min(1.0, k / nodes), 6), "batches": n, "fits": fits, "nodes": p.graph.num_nodes}
 
 
-def _popular_hits(g: "DynamicGraph", u: np.ndarray, v: np.ndarray, k: int) -> int:
-    """Questions (u[i] -> v[i]) whose partner is among the ``k`` highest-degree nodes that are
-    neither u[i] nor already its neighbours."""
+def _list_hits(g: "DynamicGraph", u: np.ndarray, v: np.ndarray, score: np.ndarray, k: int) -> int:
+    """Questions (u[i] -> v[i]) whose partner is among the ``k`` nodes of highest ``score``
+    (per dense id; 0 = never listed) that are neither u[i] nor already its neighbours."""
     if not len(u):
         return 0
     deg = np.asarray(g.in_degree())
-    top = np.argsort(-deg[1:], kind="stable")[: k + int(deg[u].max()) + 1] + 1  # enough to skip u's neighbours
+    top = np.argsort(-score[1:], kind="stable")[: k + int(deg[u].max()) + 1] + 1  # enough to skip u's neighbours
+    top = top[score[top] > 0]
     cand = np.broadcast_to(top, (len(u), len(top)))
     left = (cand != u[:, None]) & ~g.edge_lookup(np.repeat(u, len(top)), cand.ravel())[0].reshape(cand.shape)
     first = left & (np.cumsum(left, axis=1) <= k)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gnn.graph import DynamicGraph
-from gnn.linkpred import LogisticDecoder, PairFeatures
+from gnn.linkpred import FRESH_WINDOW, LogisticDecoder, PairFeatures
 
 
 def test_pair_features_match_brute_force() -> None:
@@ -195,3 +195,16 @@ def test_fits_converge_where_classes_nearly_separate_and_from_a_bad_start() -> N
     warm = LogisticDecoder().fit(x, y, start=bad)
     np.testing.assert_allclose(warm.w, cold.w, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(warm.predict(x), cold.predict(x), atol=1e-8)
+
+
+def test_fresh_counts_first_time_pairs_only() -> None:
+    """A pair's first interaction counts for both nodes once: not its repeats (either way round
+    on an undirected graph), nor its copies within a batch."""
+    g = DynamicGraph(directed=False)
+    f = PairFeatures(g)
+    a, b, c = g.node_ids(["a", "b", "c"], create=True)
+    f.observe(np.array([a, a, b]), np.array([b, b, a]), np.zeros(3))  # one new pair, twice more
+    f.observe(np.array([b, a]), np.array([a, c]), np.ones(2))  # a repeat (reversed), a new pair
+    level = f.fresh.level(np.array([a, b, c]))
+    d = np.exp(-1 / FRESH_WINDOW)  # a count decays by this per first-time pair after it (its own included)
+    assert np.allclose(level, [d * d + d, d * d, d])

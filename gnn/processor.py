@@ -398,12 +398,14 @@ class Processor:
         """The ``hubs`` nodes with the most first-time partners lately (the pair features'
         ``fresh`` counts), most first. Their decay is the same for every node, so the order
         changes only where a node gains: the new top lies among the last one and ``gained``
-        (this batch's endpoints). As a list of their own, these nodes catch 1.3–1.9× the next
-        new partners that the most linked ones do (UCI, Bitcoin-Alpha, DARPA; README)."""
+        (this batch's endpoints); without a last one, every node is ranked. As a list of their
+        own, these nodes catch 1.3–1.9× the next new partners that the most linked ones do
+        (UCI, Bitcoin-Alpha, DARPA; README)."""
         m = self.config.hubs
         if not m:
             return None
-        pool = np.unique(np.concatenate([np.zeros(0, np.int64) if self._hubs is None else self._hubs, gained]))
+        pool = (np.arange(1, self.graph.n_rows, dtype=np.int64) if self._hubs is None  # a start, a load, new settings
+                else np.unique(np.concatenate([self._hubs, gained])))
         pool = pool[pool > 0]
         level = self.link.features.fresh.level(pool)
         pool, level = pool[level > 0], level[level > 0]

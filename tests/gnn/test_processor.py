@@ -322,6 +322,19 @@ def test_hub_candidates_are_the_nodes_with_the_most_new_partners_lately(raw: lis
         assert np.allclose(got, want)
 
 
+def test_more_hubs_after_new_settings_are_ranked_from_every_node() -> None:
+    p = Processor(dataclasses.replace(CFG, hubs=2))
+    rng = np.random.default_rng(5)
+    batches = [[EdgeEvent(f"n{a}", f"n{b}", float(i)) for i, (a, b) in enumerate(rng.integers(0, 60, (50, 2)))]
+               for _ in range(4)]
+    for b in batches[:3]:
+        p.process(b, now=0.0)
+    p.reconfigure(dataclasses.replace(CFG, hubs=5))
+    p.process(batches[3][:1], now=0.0)  # one event: the top five cannot come from the last two and it alone
+    level = p.link.features.fresh.level(np.arange(p.graph.n_rows))
+    assert np.allclose(level[p._hubs], np.sort(level[1:])[::-1][:5])
+
+
 def test_hubs_are_served_to_nodes_not_yet_linked_to_them() -> None:
     """A star's centre is a candidate of every other node; with ``hubs=0`` it is not reached."""
     star = [EdgeEvent("hub", f"leaf{i}", float(i)) for i in range(30)]

@@ -446,7 +446,7 @@ class Processor:
         fresh = ~g.edge_lookup(nodes[hop_own], s_node)[0]  # _nearest already left current neighbours out
         own.append(hop_own[fresh])
         cand.append(s_node[fresh])
-        if self._hubs is not None and len(self._hubs):  # the most linked nodes, for every touched node
+        if self._hubs is not None and len(self._hubs):  # the nodes gaining new partners fastest, for every touched node
             h_own = np.repeat(np.arange(len(nodes), dtype=np.int64), len(self._hubs))
             h_node = np.tile(self._hubs, len(nodes))
             fresh = ~g.edge_lookup(nodes[h_own], h_node)[0]

@@ -88,7 +88,8 @@ def evaluate_served(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
             "mrr": round(float(np.mean(np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0))), 4) if len(r) else None,
             f"popular_hits_at_{k}": round(popular / len(r), 4) if len(r) else None,
             f"rising_hits_at_{k}": round(rising / len(r), 4) if len(r) else None,
-            f"random_hits_at_{k}": round(min(1.0, k / nodes), 6), "batches": n, "fits": fits, "nodes": p.graph.num_nodes}
+            f"random_hits_at_{k}": round(min(1.0, k / nodes), 6), "batches": n, "fits": fits,
+            "nodes": p.graph.num_nodes}
 
 
 def _list_hits(g: "DynamicGraph", u: np.ndarray, v: np.ndarray, score: np.ndarray, k: int) -> int:

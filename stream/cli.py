@@ -494,14 +494,16 @@ def eval_served(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JS
                 batch: int = typer.Option(200, help="events per micro-batch"),
                 top_k: int = typer.Option(10, help="LEPTON_TOP_K: partners per served list"),
                 candidates: int = typer.Option(10, help="LEPTON_CANDIDATES: embedding and 2-hop candidates per node"),
-                hubs: int = typer.Option(10, help="LEPTON_HUBS: most linked nodes added to every node's candidates"),
+                hubs: int = typer.Option(10, help="LEPTON_HUBS: nodes gaining new partners fastest, added to every "
+                                         "node's candidates"),
                 seed: int = typer.Option(0, help="model and sampling seed"),
                 json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
     """Hits@k and MRR of the lists the service publishes: was each new edge's partner in the list last served?"""
     from gnn.processor import ProcessorConfig  # noqa: PLC0415
     from gnn.served_eval import evaluate_served  # noqa: PLC0415
 
-    _run_stream_eval(evaluate_served, dataset, ProcessorConfig(top_k=top_k, candidates=candidates, hubs=hubs, seed=seed),
+    config = ProcessorConfig(top_k=top_k, candidates=candidates, hubs=hubs, seed=seed)
+    _run_stream_eval(evaluate_served, dataset, config,
                      {"top_k": top_k, "candidates": candidates, "hubs": hubs, "seed": seed}, json_path,
                      preload=preload, events=events, batch=batch)
 

@@ -75,7 +75,8 @@ class Settings(BaseSettings):
                                          "least 16); touched nodes beyond it wait, oldest first; 0: every touched node")
     candidates: int = Field(10, ge=0, description="top-k candidates per touched node: this many embedding nearest "
                             "neighbours and about as many 2-hop nodes")
-    hubs: int = Field(10, ge=0, description="the most linked nodes (in-degree), also candidates of every touched node")
+    hubs: int = Field(10, ge=0, description="the nodes with the most first-time partners lately, also candidates "
+                      "of every touched node")
     ann: Literal["auto", "exact", "ivf"] = Field(
         "auto", description="embedding nearest-neighbour search for top-k candidates (auto: IVF from ann_min_nodes)")
     ann_min_nodes: int = Field(50_000, ge=0)

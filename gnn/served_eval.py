@@ -97,8 +97,8 @@ def _list_hits(g: "DynamicGraph", u: np.ndarray, v: np.ndarray, score: np.ndarra
     (per dense id; 0 = never listed) that are neither u[i] nor already its neighbours."""
     if not len(u):
         return 0
-    deg = np.asarray(g.in_degree())
-    top = np.argsort(-score[1:], kind="stable")[: k + int(deg[u].max()) + 1] + 1  # enough to skip u's neighbours
+    linked = int(max(np.asarray(g.in_degree())[u].max(), np.asarray(g.out_degree())[u].max()))
+    top = np.argsort(-score[1:], kind="stable")[: k + linked + 1] + 1  # enough to skip u itself and its neighbours
     top = top[score[top] > 0]
     cand = np.broadcast_to(top, (len(u), len(top)))
     left = (cand != u[:, None]) & ~g.edge_lookup(np.repeat(u, len(top)), cand.ravel())[0].reshape(cand.shape)

@@ -7,9 +7,11 @@ linked is a question: was ``dst`` in the top-k last published for ``src``? (Undi
 graphs ask both ways.) A node with no published list yet, or a pair already linked (the
 top-k leaves current neighbours out by design), is not a question; ``answered`` is the share
 of new pairs whose node had a list. Reported over the questions: hits@1, hits@5, hits@k and
-MRR (1 / rank, 0 when absent); three baselines' hits@k, each a list of k nodes not yet the
-node's neighbours, as of the question: those of highest degree (``popular``), those with the
-most first-time partners lately (``rising``: the pair features' ``fresh`` counts), and random.
+MRR (1 / rank, 0 when absent); and baselines' hits@k, each a list of k nodes not yet the
+node's neighbours: those of highest degree (``popular``) and those with the most first-time
+partners lately (``rising``: the pair features' ``fresh`` counts), made when the node's list
+was served (a fair comparison: both lists age until the node is touched again) and again at
+the question (``*_now``: what a list refreshed for every question would get); and random.
 
 This is the measure for serving settings that trade work for quality (``candidates``,
 ``hubs``, ``hop_fanout``, ``ann_nprobe``, the prediction budget): they change which lists are
@@ -46,8 +48,10 @@ def evaluate_served(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
     rest = table.iloc[preload:] if events is None else table.iloc[preload:preload + events]
     stream = table_events(rest)
     served: dict[str, dict[str, int]] = {}  # node -> {partner: rank from 1} of its latest list
+    base: dict[str, dict[str, set[int]]] = {"popular": {}, "rising": {}}  # node -> baseline list when it was served
     ranks: list[int] = []  # per question: the partner's rank, 0 when absent
-    new_pairs, fits, popular, rising, n = 0, 0, 0, 0, (len(stream) + batch - 1) // batch
+    hits = dict.fromkeys(("popular", "rising", "popular_now", "rising_now"), 0)
+    new_pairs, fits, n = 0, 0, (len(stream) + batch - 1) // batch
     for b, lo in enumerate(range(0, len(stream), batch)):
         part = stream[lo:lo + batch]
         g = p.graph
@@ -68,14 +72,22 @@ def evaluate_served(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
             if a in served:
                 ranks.append(served[a].get(c, 0))
                 posed.append(i)
-        if posed:
-            popular += _list_hits(g, u[posed], v[posed], np.asarray(g.in_degree(), np.float64), config.top_k)
-            rising += _list_hits(g, u[posed], v[posed], p.link.features.fresh.level(np.arange(g.n_rows)),
-                                 config.top_k)
+                for name in ("popular", "rising"):
+                    hits[name] += int(v[i]) in base[name][a]
+        if posed:  # the same baselines made now, at the question (no list ages)
+            for name, score in _scores(p).items():
+                got = _lists(g, u[posed], score, config.top_k)
+                hits[f"{name}_now"] += int((got == v[posed][:, None]).any(axis=1).sum())
         fits += p.refit_in_line()  # the worker's fit schedule, fits done at once (as gnn.online_eval)
         result = p.process(part, now=part[-1].ts)
         for pred in result.predictions:
             served[pred.node] = {name: r for r, (name, _) in enumerate(pred.partners, 1)}
+        if result.predictions:
+            keys = [pred.node for pred in result.predictions]
+            nodes = p.graph.node_ids(keys)
+            for name, score in _scores(p).items():
+                for key, row in zip(keys, _lists(p.graph, nodes, score, config.top_k).tolist()):
+                    base[name][key] = set(row)
         if progress:
             progress(b + 1, n)
     k = config.top_k
@@ -86,21 +98,30 @@ def evaluate_served(table: "pd.DataFrame", config: ProcessorConfig, *, preload: 
             "answered": round(len(r) / new_pairs, 4) if new_pairs else None,
             "hits_at_1": hit(1), "hits_at_5": hit(5), f"hits_at_{k}": hit(k),
             "mrr": round(float(np.mean(np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0))), 4) if len(r) else None,
-            f"popular_hits_at_{k}": round(popular / len(r), 4) if len(r) else None,
-            f"rising_hits_at_{k}": round(rising / len(r), 4) if len(r) else None,
+            **{f"{name}_hits_at_{k}": round(h / len(r), 4) if len(r) else None for name, h in hits.items()},
             f"random_hits_at_{k}": round(min(1.0, k / nodes), 6), "batches": n, "fits": fits,
             "nodes": p.graph.num_nodes}
 
 
-def _list_hits(g: "DynamicGraph", u: np.ndarray, v: np.ndarray, score: np.ndarray, k: int) -> int:
-    """Questions (u[i] -> v[i]) whose partner is among the ``k`` nodes of highest ``score``
-    (per dense id; 0 = never listed) that are neither u[i] nor already its neighbours."""
+def _scores(p: Processor) -> dict[str, np.ndarray]:
+    """Per dense id, what each baseline ranks by: in-degree, and first-time partners lately."""
+    g = p.graph
+    return {"popular": np.asarray(g.in_degree(), np.float64),
+            "rising": p.link.features.fresh.level(np.arange(g.n_rows))}
+
+
+def _lists(g: "DynamicGraph", u: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    """``[len(u), k]``: per node, the ``k`` nodes of highest ``score`` (0 = never listed) that
+    are neither it nor already its neighbours; -1 pads."""
+    out = np.full((len(u), k), -1, np.int64)
     if not len(u):
-        return 0
+        return out
     linked = int(max(np.asarray(g.in_degree())[u].max(), np.asarray(g.out_degree())[u].max()))
     top = np.argsort(-score[1:], kind="stable")[: k + linked + 1] + 1  # enough to skip u itself and its neighbours
     top = top[score[top] > 0]
     cand = np.broadcast_to(top, (len(u), len(top)))
     left = (cand != u[:, None]) & ~g.edge_lookup(np.repeat(u, len(top)), cand.ravel())[0].reshape(cand.shape)
-    first = left & (np.cumsum(left, axis=1) <= k)
-    return int(((cand == v[:, None]) & first).any(axis=1).sum())
+    keep = left & (np.cumsum(left, axis=1) <= k)
+    rows, cols = np.nonzero(keep)
+    out[rows, (np.cumsum(keep, axis=1) - 1)[rows, cols]] = cand[rows, cols]
+    return out

@@ -270,6 +270,17 @@ class DynamicGraph:
         return CSR(indptr=a.indptr, indices=a.idx, weights=a.w, rows=np.arange(self.n_rows, dtype=np.int64),
                    n_cols=self.n_rows)
 
+    def first_unlinked(self, nodes: np.ndarray, cand: np.ndarray, k: int) -> np.ndarray:
+        """``[len(nodes), k]``: per row i, the first ``k`` of ``cand[i]`` (in order; ids ≤ 0 are
+        padding) that are neither ``nodes[i]`` nor linked from it yet; -1 pads."""
+        nodes, cand = np.asarray(nodes, np.int64), np.asarray(cand, np.int64)
+        ok = (cand > 0) & (cand != nodes[:, None])
+        ok[ok] = ~self.edge_lookup(np.broadcast_to(nodes[:, None], cand.shape)[ok], cand[ok])[0]
+        keep = ok & (np.cumsum(ok, axis=1) <= k)
+        out = np.full((len(cand), k), -1, np.int64)
+        out[np.nonzero(keep)[0], (np.cumsum(keep, axis=1) - 1)[keep]] = cand[keep]
+        return out
+
     def in_degree(self) -> np.ndarray:
         """Live in-degree per row (neighbour count when undirected), length ``n_rows``."""
         return self._in.degree(self.n_rows)

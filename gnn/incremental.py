@@ -265,30 +265,21 @@ class Engine:
         Gathered copies are updated in place: each pass over the rows costs a memory sweep.
         """
         p = self.p[li].index_select(0, idx).float()  # float32 from here: mixed-precision ops are ~3x slower
-        if self.op != "sum":
-            d = self.den.index_select(0, idx)
-            p.mul_(torch.where(d > 0, 1.0 / d, 0.0).float()[:, None])  # an empty row aggregates to 0
-        out = self.a[li].index_select(0, idx).add_(p)
-        return out.relu_() if self.model.layers[li].activate else out
+        den = self.den.index_select(0, idx) if self.op != "sum" else None
+        return _finish(p, self.a[li].index_select(0, idx), den, self.model.layers[li].activate)
 
     def _output_all(self, li: int, n: int) -> torch.Tensor:
         """:meth:`_output` for rows ``1..n-1`` after a full pass: read as slices (no gathers),
         side by side where torch runs one thread on a CPU, with the same arithmetic (equal
         bits). 100k rows on 2 cores: ~40 ms gathered, ~6 here."""
-        p, a, den = self.p[li], self.a[li], self.den
+        p, a, den = self.p[li], self.a[li], self.den if self.op != "sum" else None
         out = a.new_empty((n - 1, a.shape[1]))
-        activate, mean = self.model.layers[li].activate, self.op != "sum"
+        activate = self.model.layers[li].activate
 
         def run(lo: int, hi: int) -> None:
             with torch.no_grad():
-                o = out[lo:hi]
-                o.copy_(p[lo + 1:hi + 1])
-                if mean:
-                    d = den[lo + 1:hi + 1]
-                    o.mul_(torch.where(d > 0, 1.0 / d, 0.0).float()[:, None])
-                o.add_(a[lo + 1:hi + 1])
-                if activate:
-                    o.relu_()
+                rows = slice(lo + 1, hi + 1)
+                _finish(out[lo:hi].copy_(p[rows]), a[rows], None if den is None else den[rows], activate)
 
         in_threads(run, n - 1, torch_split(_ROW_ARCS * n, _THREADED_WORK, out.device))
         return out
@@ -356,6 +347,17 @@ def _extend(t: torch.Tensor, rows: int, fill: float | torch.Tensor, *, fresh: bo
     out = base[:rows]
     out[have:] = fill
     return out
+
+
+def _finish(out: torch.Tensor, a: torch.Tensor, den: torch.Tensor | None, activate: bool) -> torch.Tensor:
+    """A layer's output, in place in ``out`` (its rows' neighbour sums, float32): divided by the
+    denominators ``den`` (None for ``sum``; an empty row aggregates to 0), plus the self half
+    ``a``, activated. The gathered rows of :meth:`Engine._output` and the slices of
+    :meth:`Engine._output_all` share it, so both give the same bits."""
+    if den is not None:
+        out.mul_(torch.where(den > 0, 1.0 / den, 0.0).float()[:, None])
+    out.add_(a)
+    return out.relu_() if activate else out
 
 
 def _project(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

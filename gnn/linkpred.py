@@ -59,13 +59,13 @@ class PairFeatures:
 
     def observe(self, u: np.ndarray, v: np.ndarray, ts: np.ndarray) -> None:
         """Remember the time of each interaction (dense ids, after the graph applied them)."""
-        ts = np.asarray(ts, np.float64)
+        u, v, ts = np.asarray(u, np.int64), np.asarray(v, np.int64), np.asarray(ts, np.float64)
         keys = _key(u, v)
         _, first = np.unique(keys, return_index=True)  # a pair repeated within the batch is new once
         first = np.sort(first[np.isnan(self._last.get(keys[first]))])
-        self.fresh.score(np.asarray(u, np.int64)[first], np.asarray(v, np.int64)[first])
+        self.fresh.score(u[first], v[first])
         self._last.set(keys, ts)
-        nodes, times = np.r_[np.asarray(u, np.int64), np.asarray(v, np.int64)], np.r_[ts, ts]
+        nodes, times = np.r_[u, v], np.r_[ts, ts]
         if len(nodes):
             self._node_last = grown(self._node_last, int(nodes.max()) + 1, np.nan)
         touched, inv = np.unique(nodes, return_inverse=True)

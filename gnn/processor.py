@@ -442,16 +442,12 @@ class Processor:
         fan, second = self.config.hop_fanout, max(1, c // max(1, self.config.hop_fanout))
         f_own, f_node = _first_per_row(g.in_rows(nodes, cap=fan), fan)  # a hub's whole list is not read
         s_row, s_node = _first_per_row(g.in_rows(f_node, cap=second), second)
-        hop_own = f_own[s_row]
-        fresh = ~g.edge_lookup(nodes[hop_own], s_node)[0]  # _nearest already left current neighbours out
-        own.append(hop_own[fresh])
-        cand.append(s_node[fresh])
-        if self._hubs is not None and len(self._hubs):  # the nodes gaining new partners fastest, for every touched node
-            h_own = np.repeat(np.arange(len(nodes), dtype=np.int64), len(self._hubs))
-            h_node = np.tile(self._hubs, len(nodes))
-            fresh = ~g.edge_lookup(nodes[h_own], h_node)[0]
-            own.append(h_own[fresh])
-            cand.append(h_node[fresh])
+        hubs = np.zeros(0, np.int64) if self._hubs is None else self._hubs  # gaining new partners fastest
+        more_own = np.r_[f_own[s_row], np.repeat(np.arange(len(nodes), dtype=np.int64), len(hubs))]
+        more = np.r_[s_node, np.tile(hubs, len(nodes))]  # 2-hop nodes, and the hubs for every touched node
+        fresh = ~g.edge_lookup(nodes[more_own], more)[0]  # _nearest already left current neighbours out
+        own.append(more_own[fresh])
+        cand.append(more[fresh])
         keys = np.unique((np.concatenate(own) << 32) | np.concatenate(cand).astype(np.int64))
         own_all, c_all = keys >> 32, keys & 0xFFFFFFFF
         keep = (c_all > 0) & (c_all != nodes[own_all])
@@ -472,13 +468,7 @@ class Processor:
         if self._index is None:
             self._index = IVFIndex(nprobe=cfg.ann_nprobe, seed=cfg.seed)
             self._index.refresh(h, g.n_rows)
-        near = self._index.search(h, nodes, 2 * c, g.n_rows)
-        ok = near > 0
-        ok[ok] = ~g.edge_lookup(np.broadcast_to(nodes[:, None], near.shape)[ok], near[ok])[0]
-        keep = ok & (np.cumsum(ok, axis=1) <= c)  # the best c of those left, in order
-        out = np.full((len(nodes), c), -1, np.int64)
-        out[np.nonzero(keep)[0], (np.cumsum(keep, axis=1) - 1)[keep]] = near[keep]
-        return out
+        return g.first_unlinked(nodes, self._index.search(h, nodes, 2 * c, g.n_rows), c)  # the best c left, in order
 
     def _alerts(self, adds: list[EdgeEvent], score: np.ndarray, comps: dict[str, np.ndarray]) -> list[Alert]:
         if self.scored < self.config.alert_warmup:

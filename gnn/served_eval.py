@@ -113,15 +113,9 @@ def _scores(p: Processor) -> dict[str, np.ndarray]:
 def _lists(g: "DynamicGraph", u: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
     """``[len(u), k]``: per node, the ``k`` nodes of highest ``score`` (0 = never listed) that
     are neither it nor already its neighbours; -1 pads."""
-    out = np.full((len(u), k), -1, np.int64)
     if not len(u):
-        return out
+        return np.full((0, k), -1, np.int64)
     linked = int(max(np.asarray(g.in_degree())[u].max(), np.asarray(g.out_degree())[u].max()))
     top = np.argsort(-score[1:], kind="stable")[: k + linked + 1] + 1  # enough to skip u itself and its neighbours
     top = top[score[top] > 0]
-    cand = np.broadcast_to(top, (len(u), len(top)))
-    left = (cand != u[:, None]) & ~g.edge_lookup(np.repeat(u, len(top)), cand.ravel())[0].reshape(cand.shape)
-    keep = left & (np.cumsum(left, axis=1) <= k)
-    rows, cols = np.nonzero(keep)
-    out[rows, (np.cumsum(keep, axis=1) - 1)[rows, cols]] = cand[rows, cols]
-    return out
+    return g.first_unlinked(u, np.broadcast_to(top, (len(u), len(top))), k)

@@ -194,3 +194,13 @@ def _grow(values: np.ndarray) -> graph_module._Grow:
     g = graph_module._Grow()
     g.a, g.n = np.concatenate([values, np.zeros(5, values.dtype)]), len(values)
     return g
+
+
+def test_first_unlinked_keeps_each_rows_order_and_pads() -> None:
+    g = DynamicGraph(directed=True)
+    a, b, c, d, e = g.node_ids(list("abcde"), create=True)
+    g.add_edges(np.array([a]), np.array([b]))  # a -> b linked; b -> a not (directed)
+    cand = np.array([[b, a, -1, d, c, e], [a, a, 0, c, -1, -1]])
+    got = g.first_unlinked(np.array([a, b]), cand, 2)
+    assert got.tolist() == [[d, c], [a, a]]  # a: b linked, itself and pads skipped; b: a twice, as given
+    assert g.first_unlinked(np.array([a]), np.array([[b, -1]]), 2).tolist() == [[-1, -1]]

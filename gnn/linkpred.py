@@ -175,11 +175,13 @@ def _common_neighbours(g: DynamicGraph, a: np.ndarray, b: np.ndarray, deg: np.nd
 
     Each pair's smaller neighbour list is looked up in its larger one; the larger lists are
     indexed once per distinct node. Serving scores many candidates against one touched node
-    (often a hub), so the cost is the sum of the *smaller* degrees, not of both. The sort and
-    the lookups (millions of random reads, the cost on a CPU) run on ``device``.
+    (often a hub), so the cost is the sum of the *smaller* degrees, not of both. With numba a
+    compiled loop reads the lists where the graph keeps them, host memory, whatever ``device``
+    (on an H100 host the GPU's sort and lookups, behind copies of the lists, cost more); without
+    it the sort and the lookups (millions of random reads) run on ``device``.
     """
     m = len(a)
-    if _cn_compiled is not None and torch.device(device).type == "cpu":
+    if _cn_compiled is not None:
         a, b, deg = np.asarray(a, np.int64), np.asarray(b, np.int64), np.ascontiguousarray(deg, np.int32)
         store = g.storage()
         groups = _by_larger_node(a, b, deg, split(m, _THREADED_PAIRS))

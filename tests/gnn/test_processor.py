@@ -294,6 +294,19 @@ def test_auto_search_takes_the_index_for_a_batch_of_many_touched_nodes() -> None
     assert p._index._sorted == p.graph.n_rows
 
 
+def test_search_choice_by_mode_size_work_and_device() -> None:
+    from gnn.processor import CUDA_EXACT_ROWS, exact_search
+
+    auto = dataclasses.replace(CFG, ann="auto", ann_min_nodes=1000, ann_min_work=10_000)
+    assert exact_search(auto, 500, 10, "cpu") and not exact_search(auto, 500, 40, "cpu")  # 40 x 500 >= the work bound
+    assert not exact_search(auto, 5000, 1, "cpu")  # a large graph: the index
+    assert exact_search(auto, 5000, 40, "cuda") and exact_search(auto, CUDA_EXACT_ROWS - 1, 8000, "cuda")
+    assert not exact_search(auto, CUDA_EXACT_ROWS, 1, "cuda")  # a chunk's products would take 512 x rows floats
+    assert exact_search(dataclasses.replace(auto, ann_min_work=0), 500, 10**6, "cpu")  # 0: by graph size only
+    assert exact_search(dataclasses.replace(auto, ann="exact"), 10**8, 1, "cpu")
+    assert not exact_search(dataclasses.replace(auto, ann="ivf"), 10, 1, "cuda")
+
+
 def test_node_features_refresh_the_index_rows_they_move() -> None:
     from gnn.events import NodeEvent
 

@@ -66,9 +66,9 @@ class ProcessorConfig:
     ann: Literal["auto", "exact", "ivf"] = "auto"  # nearest-neighbour search; auto: IVF from ann_min_nodes
     ann_min_nodes: int = 50_000
     ann_min_work: int = 2_000_000  # auto: IVF also for a batch whose exact search would take queries x rows >= this
-    ann_nprobe: int = 16
+    ann_nprobe: int = 8
     hop_fanout: int = 5  # neighbours expanded for the 2-hop candidates
-    hubs: int = 10  # the nodes with the most new partners lately, also candidates of every touched node
+    hubs: int = 20  # the nodes with the most new partners lately, also candidates of every touched node
     predictions_per_event: float = 0.0  # top-k budget per batch (x events, at least PREDICTION_FLOOR); 0: every touched node
     refit_every: int = 5_000  # new positive samples between online decoder fits
     train_per_batch: int = 512  # online training pairs a batch adds at most: a seeded sample of its adds

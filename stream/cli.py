@@ -30,6 +30,11 @@ app.add_typer(state_app, name="state")
 console = Console(stderr=True)
 
 
+def _default(name: str) -> Any:
+    """A setting's default (``LEPTON_<NAME>``), for options that mirror it: one place to change it."""
+    return Settings.model_fields[name].default
+
+
 def _settings(**flags: object) -> Settings:
     try:
         return load_settings(**flags)
@@ -492,9 +497,9 @@ def eval_served(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JS
                 preload: int = typer.Option(0, help="edges bulk-loaded first (no lists served for them)"),
                 events: Optional[int] = typer.Option(None, help="edges streamed after the preload (default: all)"),
                 batch: int = typer.Option(200, help="events per micro-batch"),
-                top_k: int = typer.Option(10, help="LEPTON_TOP_K: partners per served list"),
-                candidates: int = typer.Option(10, help="LEPTON_CANDIDATES: embedding and 2-hop candidates per node"),
-                hubs: int = typer.Option(10, help="LEPTON_HUBS: nodes gaining new partners fastest, added to every "
+                top_k: int = typer.Option(_default("top_k"), help="LEPTON_TOP_K: partners per served list"),
+                candidates: int = typer.Option(_default("candidates"), help="LEPTON_CANDIDATES: embedding and 2-hop candidates per node"),
+                hubs: int = typer.Option(_default("hubs"), help="LEPTON_HUBS: nodes gaining new partners fastest, added to every "
                                          "node's candidates"),
                 seed: int = typer.Option(0, help="model and sampling seed"),
                 json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:

@@ -75,14 +75,14 @@ class Settings(BaseSettings):
                                          "least 16); touched nodes beyond it wait, oldest first; 0: every touched node")
     candidates: int = Field(10, ge=0, description="top-k candidates per touched node: this many embedding nearest "
                             "neighbours and about as many 2-hop nodes")
-    hubs: int = Field(10, ge=0, description="the nodes with the most first-time partners lately, also candidates "
+    hubs: int = Field(20, ge=0, description="the nodes with the most first-time partners lately, also candidates "
                       "of every touched node")
     ann: Literal["auto", "exact", "ivf"] = Field(
         "auto", description="embedding nearest-neighbour search for top-k candidates (auto: IVF from ann_min_nodes)")
     ann_min_nodes: int = Field(50_000, ge=0)
     ann_min_work: int = Field(2_000_000, ge=0, description="auto: IVF also for batches whose exact search would take "
                               "touched nodes x graph rows >= this (a burst of distinct nodes); 0: by graph size only")
-    ann_nprobe: int = Field(16, ge=1, description="IVF cells scanned per query")
+    ann_nprobe: int = Field(8, ge=1, description="IVF cells scanned per query")
     refit_every: int = Field(5_000, ge=1, description="new training edges between online decoder fits (background process)")
     train_per_batch: int = Field(512, ge=1, description="online training edges a batch adds at most (a seeded sample "
                                  "of larger batches, each with one negative pair)")

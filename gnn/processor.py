@@ -63,7 +63,7 @@ class ProcessorConfig:
     prune_eps: float | None = None
     top_k: int = 10  # 0 = no predictions (scoring-only runs)
     candidates: int = 10  # nearest neighbours by embedding, and 2-hop nodes, per touched node
-    ann: Literal["auto", "exact", "ivf"] = "auto"  # nearest-neighbour search; auto: IVF from ann_min_nodes
+    ann: Literal["auto", "exact", "ivf"] = "auto"  # neighbour search; auto: IVF from ann_min_nodes (CUDA: 2M)
     ann_min_nodes: int = 50_000
     ann_min_work: int = 2_000_000  # auto: IVF also for a batch whose exact search would take queries x rows >= this
     ann_nprobe: int = 8
@@ -461,9 +461,9 @@ class Processor:
 
     def _nearest(self, nodes: np.ndarray, c: int) -> np.ndarray:
         """``c`` embedding neighbours per node that are not current neighbours (-1 pads): exact
-        on small graphs and small batches (on CUDA up to ``CUDA_EXACT_ROWS``), an IVF index on large graphs, and on batches of many
-        touched nodes (a burst: the products grow with queries × rows) once ``ann_min_work`` is
-        reached (2c fetched, current neighbours dropped)."""
+        on small graphs and small batches (on CUDA below ``CUDA_EXACT_ROWS``), an IVF index on
+        large graphs, and on batches of many touched nodes (a burst: the products grow with
+        queries × rows) once ``ann_min_work`` is reached (2c fetched, current neighbours dropped)."""
         cfg, g, h = self.config, self.graph, self.engine.embeddings
         if exact_search(cfg, g.n_rows, len(nodes), h.device.type):
             return self.scorer.topk(h, g, nodes, c, self.engine.mean_embedding()).partners

@@ -498,7 +498,8 @@ def eval_served(dataset: Path = typer.Option(..., help="edge file (SNAP, CSV, JS
                 events: Optional[int] = typer.Option(None, help="edges streamed after the preload (default: all)"),
                 batch: int = typer.Option(200, help="events per micro-batch"),
                 top_k: int = typer.Option(_default("top_k"), help="LEPTON_TOP_K: partners per served list"),
-                candidates: int = typer.Option(_default("candidates"), help="LEPTON_CANDIDATES: embedding and 2-hop candidates per node"),
+                candidates: int = typer.Option(_default("candidates"),
+                                               help="LEPTON_CANDIDATES: embedding and 2-hop candidates per node"),
                 hubs: int = typer.Option(_default("hubs"), help="LEPTON_HUBS: nodes gaining new partners fastest, added to every "
                                          "node's candidates"),
                 seed: int = typer.Option(0, help="model and sampling seed"),

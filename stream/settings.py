@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     hubs: int = Field(20, ge=0, description="the nodes with the most first-time partners lately, also candidates "
                       "of every touched node")
     ann: Literal["auto", "exact", "ivf"] = Field(
-        "auto", description="embedding nearest-neighbour search for top-k candidates (auto: IVF from ann_min_nodes)")
+        "auto", description="embedding nearest-neighbour search for top-k candidates (auto: IVF from ann_min_nodes; on "
+        "CUDA exact below 2M rows)")
     ann_min_nodes: int = Field(50_000, ge=0)
     ann_min_work: int = Field(2_000_000, ge=0, description="auto: IVF also for batches whose exact search would take "
                               "touched nodes x graph rows >= this (a burst of distinct nodes); 0: by graph size only")

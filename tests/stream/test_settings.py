@@ -106,3 +106,18 @@ def test_kernel_threads_leave_the_event_loop_a_core(monkeypatch: pytest.MonkeyPa
     assert Settings().resolved_threads() == 1
     monkeypatch.setenv("LEPTON_THREADS", "3")
     assert load_settings().resolved_threads() == 3
+
+
+def test_the_core_defaults_to_the_services_settings() -> None:
+    """``ProcessorConfig`` (the core used in process: benches, evaluations) and ``Settings`` (the
+    service) give every setting they share the same default — one changed alone would make the
+    evaluations measure another configuration than the one served. Device aside: the core
+    takes a concrete one, the service resolves ``auto``."""
+    import dataclasses
+
+    from gnn.processor import ProcessorConfig
+
+    core = {f.name: f.default for f in dataclasses.fields(ProcessorConfig)}
+    shared = (set(core) & set(Settings.model_fields)) - {"device"}
+    assert {"hubs", "ann_nprobe", "candidates", "top_k"} <= shared
+    assert {n: core[n] for n in shared} == {n: Settings.model_fields[n].default for n in shared}

@@ -24,6 +24,7 @@ version fails to open (``InvalidTagError``), exactly like a wrong key or a flipp
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import threading
@@ -53,7 +54,7 @@ def seal(plaintext: bytes, *, keyring: KeyRing, topic: str, key: bytes | None,
     nonce = _fresh_nonce() if nonce is None else nonce
     if len(nonce) != NONCE_BYTES:
         raise EnvelopeError(f"nonce must be {NONCE_BYTES} bytes")
-    ct = AESGCM(keyring.active_key).encrypt(nonce, plaintext, _aad(header, topic, key))
+    ct = _cipher(keyring.active_key).encrypt(nonce, plaintext, _aad(header, topic, key))
     return header + nonce + ct
 
 
@@ -77,7 +78,7 @@ def open_envelope(data: bytes, *, keyring: KeyRing, topic: str, key: bytes | Non
                               f"(known: {keyring.ids})")
     nonce = data[body:body + NONCE_BYTES]
     try:
-        return AESGCM(secret).decrypt(nonce, data[body + NONCE_BYTES:], _aad(data[:body], topic, key))
+        return _cipher(secret).decrypt(nonce, data[body + NONCE_BYTES:], _aad(data[:body], topic, key))
     except InvalidTag:
         raise InvalidTagError("authentication failed: tampered bytes, or wrong topic, message key or key") from None
 
@@ -97,6 +98,13 @@ def binding(topic: str, key: bytes | None) -> bytes:
     t = topic.encode("utf-8")
     out = struct.pack(">H", len(t)) + t
     return out + (b"\x00" if key is None else b"\x01" + struct.pack(">I", len(key)) + key)
+
+
+@functools.lru_cache(maxsize=64)
+def _cipher(secret: bytes) -> AESGCM:
+    """One AES-GCM object per key, reused: building one (key checks, key schedule) took ~0.9 of
+    the ~3.2 µs that sealing a prediction record cost. Its calls hold no state between them."""
+    return AESGCM(secret)
 
 
 def _aad(header: bytes, topic: str, key: bytes | None) -> bytes:

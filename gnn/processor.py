@@ -287,9 +287,8 @@ class Processor:
         t4 = time.perf_counter()
         nodes, latest = self._due(*_touched(src, dst, np.asarray(stamps, np.int64)), len(batch))
         partners, probs, bounds = self._topk(nodes, now)
-        names = g.keys(partners)  # one pass over every partner
-        rounded = np.round(probs, 6).tolist()
-        predictions = [Prediction(node=key, trigger_ts_ms=trigger, partners=list(zip(names[i:j], rounded[i:j])))
+        pairs = list(zip(g.keys(partners), np.round(probs, 6).tolist()))  # every partner at once: ~2 -> ~1 µs a list
+        predictions = [Prediction(node=key, trigger_ts_ms=trigger, partners=pairs[i:j])
                        for key, trigger, i, j in zip(g.keys(nodes), latest.tolist(), bounds[:-1].tolist(),
                                                      bounds[1:].tolist())] if self.config.top_k else []
         t5 = time.perf_counter()

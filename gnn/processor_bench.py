@@ -5,13 +5,15 @@ A power-law graph is pre-loaded into a :class:`Processor`, then ``batches`` micr
 keep attracting edges, as in a live stream). Reported: events/s over the timed batches (the
 first ``warmup`` are untimed: index build, kernel warm-up), microseconds per event by stage
 (:attr:`BatchResult.timings`), predictions per batch. ``device`` runs the engine, scoring,
-top-k and the IVF index on CUDA; the graph store stays on the CPU.
+top-k and the IVF index on CUDA; the graph store stays on the CPU. ``lepton bench processor``
+builds the configuration and the kernel threads as the worker does (``LEPTON_*``, ``--set``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,24 +21,27 @@ import pandas as pd
 import torch
 
 from gnn.events import EdgeEvent
-from gnn.processor import Processor, ProcessorConfig
+from gnn.processor import SERVING, Processor, ProcessorConfig
 from gnn.synthetic import powerlaw_edges
 
 __all__ = ["bench_processor"]
 
 
 def bench_processor(*, nodes: int, edges: int, batch: int = 1000, batches: int = 10, warmup: int = 2,
-                    top_k: int = 10, device: str = "cpu", seed: int = 0,
+                    top_k: int = 10, device: str = "cpu", seed: int = 0, config: ProcessorConfig | None = None,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the benchmark and return its results as a JSON-ready dict."""
+    """Run the benchmark and return its results as a JSON-ready dict. ``config`` (default: the
+    defaults) gives every other setting; ``top_k``, ``device`` and ``seed`` override it."""
     say = progress or (lambda _: None)
     say("pre-loading the power-law graph")
     src, dst = powerlaw_edges(nodes, edges, seed=seed)
-    p = Processor(ProcessorConfig(top_k=top_k, device=device, seed=seed))
+    cfg = replace(config or ProcessorConfig(), top_k=top_k, device=device, seed=seed)
+    p = Processor(cfg)
     t0 = time.perf_counter()
     p.preload(pd.DataFrame({"src": src.astype(str), "dst": dst.astype(str)}))
     out: dict[str, Any] = {"nodes": nodes, "edges": edges, "batch": batch, "batches": batches, "top_k": top_k,
                            "device": device, "threads": torch.get_num_threads(),
+                           "serving": {k: getattr(cfg, k) for k in SERVING},
                            "preload_s": round(time.perf_counter() - t0, 2)}
     rng = np.random.default_rng(seed + 1)
     pick = rng.integers(0, len(src), (2, (warmup + batches) * batch))

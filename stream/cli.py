@@ -271,12 +271,33 @@ def bench_processor(nodes: int = typer.Option(100_000, help="nodes of the pre-lo
                     batches: int = typer.Option(10, help="batches to time (after 2 warm-up batches)"),
                     top_k: int = typer.Option(10, help="predictions per touched node (0: scoring only)"),
                     device: str = typer.Option("cpu", help="cpu | cuda"),
+                    settings: list[str] = typer.Option([], "--set", help="service setting NAME=VALUE (LEPTON_ implied), "
+                                                       "repeatable, e.g. --set HUBS=10 --set ANN_NPROBE=16"),
                     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the JSON here")) -> None:
-    """The core's batch path in process (no Kafka): events/s and microseconds per event by stage."""
+    """The core's batch path in process (no Kafka): events/s and microseconds per event by stage.
+    Configured as the worker is: ``LEPTON_*`` settings and ``--set`` give the processor's settings
+    and the kernel threads (``LEPTON_THREADS``: the cores less one, so one on two cores)."""
+    from gnn.jit import set_split_threads  # noqa: PLC0415
+    from gnn.kernels import set_threads  # noqa: PLC0415
     from gnn.processor_bench import bench_processor as run_bench  # noqa: PLC0415
 
+    s = _settings(**{name.lower(): value for name, value in _set_pairs(settings).items()})
+    set_threads(s.resolved_threads())
+    set_split_threads(s.split_threads)
     _run_bench(run_bench, json_path, nodes=nodes, edges=edges, batch=batch, batches=batches, top_k=top_k,
-               device=device)
+               device=device, config=s.processor_config())
+
+
+def _set_pairs(items: list[str]) -> dict[str, str]:
+    """``--set NAME=VALUE`` options as {NAME: VALUE}: upper case, ``LEPTON_`` dropped if given."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            console.print(f"[red]--set expects NAME=VALUE, got {item!r}[/]")
+            raise typer.Exit(2)
+        out[name.strip().upper().removeprefix("LEPTON_")] = value
+    return out
 
 
 def _run_bench(run: Callable[..., dict], json_path: Optional[Path], **kwargs: Any) -> None:
@@ -319,13 +340,7 @@ def bench_e2e(rate: float = typer.Option(5000.0, help="offered events per second
     from stream.bench_e2e import E2EConfig, run_e2e, sweep  # noqa: PLC0415
     from stream.broker import EmbeddedBroker  # noqa: PLC0415
 
-    env = {}
-    for item in worker_env:
-        name, sep, value = item.partition("=")
-        if not sep:
-            console.print(f"[red]--set expects NAME=VALUE, got {item!r}[/]")
-            raise typer.Exit(2)
-        env[f"LEPTON_{name.upper().removeprefix('LEPTON_')}"] = value
+    env = {f"LEPTON_{name}": value for name, value in _set_pairs(worker_env).items()}
     s = _settings(bootstrap=bootstrap)
     rates = [float(r) for r in sweep_rates.split(",")] if sweep_rates else None
     cfg = E2EConfig(rate=rate, duration=duration, preload_edges=preload_edges, preload_nodes=preload_nodes,

@@ -269,7 +269,8 @@ def bench_processor(nodes: int = typer.Option(100_000, help="nodes of the pre-lo
                     edges: int = typer.Option(1_000_000, help="edges of the pre-loaded power-law graph"),
                     batch: int = typer.Option(1000, help="add events per micro-batch"),
                     batches: int = typer.Option(10, help="batches to time (after 2 warm-up batches)"),
-                    top_k: int = typer.Option(10, help="predictions per touched node (0: scoring only)"),
+                    top_k: Optional[int] = typer.Option(None, help="predictions per touched node (0: scoring only; "
+                                                        "default LEPTON_TOP_K)"),
                     device: str = typer.Option("cpu", help="cpu | cuda"),
                     settings: list[str] = typer.Option([], "--set", help="service setting NAME=VALUE (LEPTON_ implied), "
                                                        "repeatable, e.g. --set HUBS=10 --set ANN_NPROBE=16"),
@@ -284,8 +285,8 @@ def bench_processor(nodes: int = typer.Option(100_000, help="nodes of the pre-lo
     s = _settings(**{name.lower(): value for name, value in _set_pairs(settings).items()})
     set_threads(s.resolved_threads())
     set_split_threads(s.split_threads)
-    _run_bench(run_bench, json_path, nodes=nodes, edges=edges, batch=batch, batches=batches, top_k=top_k,
-               device=device, config=s.processor_config())
+    _run_bench(run_bench, json_path, nodes=nodes, edges=edges, batch=batch, batches=batches,
+               top_k=s.top_k if top_k is None else top_k, device=device, seed=s.seed, config=s.processor_config())
 
 
 def _set_pairs(items: list[str]) -> dict[str, str]:

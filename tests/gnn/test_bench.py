@@ -42,13 +42,14 @@ def test_bench_ann_small(tmp_path: Path) -> None:
 def test_bench_processor_small(tmp_path: Path) -> None:
     out = tmp_path / "processor.json"
     proc = subprocess.run([sys.executable, "-m", "stream.cli", "bench", "processor", "--nodes", "3000", "--edges",
-                           "30000", "--batch", "300", "--batches", "3", "--set", "HUBS=3", "--set", "lepton_ann_nprobe=4",
+                           "30000", "--batch", "300", "--batches", "3", "--set", "HUBS=3", "--set", "lepton_ann_nprobe=4", "--set", "TOP_K=4",
                            "--json", str(out)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "LEPTON_CANDIDATES": "7", "LEPTON_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["threads"] == 1  # the worker's kernel threads (LEPTON_THREADS), not torch's default
     assert (r["serving"]["hubs"], r["serving"]["ann_nprobe"], r["serving"]["candidates"]) == (3, 4, 7)  # --set, env
+    assert r["top_k"] == r["serving"]["top_k"] == 4  # no --top-k flag: the setting
     assert r["events_per_s"] > 0 and r["predictions_per_batch"] > 0
     assert set(r["us_per_event"]) >= {"graph", "score", "kernels", "predict"}
     assert r["us_per_event"]["predict"] > 0 and r["rows_changed_per_batch"] > 0

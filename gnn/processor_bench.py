@@ -28,14 +28,17 @@ __all__ = ["bench_processor"]
 
 
 def bench_processor(*, nodes: int, edges: int, batch: int = 1000, batches: int = 10, warmup: int = 2,
-                    top_k: int = 10, device: str = "cpu", seed: int = 0, config: ProcessorConfig | None = None,
+                    top_k: int | None = None, device: str = "cpu", config: ProcessorConfig | None = None,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the benchmark and return its results as a JSON-ready dict. ``config`` (default: the
-    defaults) gives every other setting; ``top_k``, ``device`` and ``seed`` override it."""
+    defaults) gives the settings, its seed the graph's and the events'; ``device`` and a given
+    ``top_k`` override it."""
     say = progress or (lambda _: None)
+    cfg = replace(config or ProcessorConfig(), device=device)
+    cfg = cfg if top_k is None else replace(cfg, top_k=top_k)
+    top_k, seed = cfg.top_k, cfg.seed
     say("pre-loading the power-law graph")
     src, dst = powerlaw_edges(nodes, edges, seed=seed)
-    cfg = replace(config or ProcessorConfig(), top_k=top_k, device=device, seed=seed)
     p = Processor(cfg)
     t0 = time.perf_counter()
     p.preload(pd.DataFrame({"src": src.astype(str), "dst": dst.astype(str)}))

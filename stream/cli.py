@@ -285,8 +285,8 @@ def bench_processor(nodes: int = typer.Option(100_000, help="nodes of the pre-lo
     s = _settings(**{name.lower(): value for name, value in _set_pairs(settings).items()})
     set_threads(s.resolved_threads())
     set_split_threads(s.split_threads)
-    _run_bench(run_bench, json_path, nodes=nodes, edges=edges, batch=batch, batches=batches,
-               top_k=s.top_k if top_k is None else top_k, device=device, seed=s.seed, config=s.processor_config())
+    _run_bench(run_bench, json_path, nodes=nodes, edges=edges, batch=batch, batches=batches, top_k=top_k,
+               device=device, config=s.processor_config())
 
 
 def _set_pairs(items: list[str]) -> dict[str, str]:
